@@ -1,0 +1,9 @@
+//! Windows detection (placeholder, being written).
+
+use super::OsInfo;
+use crate::fs::{FsError, RootFs};
+
+/// Detect Windows on a volume: `Ok(None)` when the volume holds no Windows.
+pub fn detect(_fs: &dyn RootFs) -> Result<Option<OsInfo>, FsError> {
+    Ok(None)
+}

@@ -1,0 +1,9 @@
+//! Disks: block access ([`reader`]), partition tables ([`partition`]) and superblock probes
+//! ([`probe`]).
+//!
+//! Everything here reads through a [`reader::Volume`] window and nothing here writes.
+
+mod ioctl;
+pub mod partition;
+pub mod probe;
+pub mod reader;

@@ -1,0 +1,1 @@
+//! Filesystem and container identification by superblock magic (placeholder, being written).

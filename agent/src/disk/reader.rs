@@ -1,0 +1,491 @@
+//! Block access: one reader over a disk image file or a block device.
+//!
+//! [`Disk`] opens the file read-only, learns its size (file length, or `BLKGETSIZE64` for a block
+//! device) and serves positioned reads through a small page cache of 4 KiB aligned pages, so every
+//! read the device sees is sector aligned whatever the logical sector size, and repeated reads of
+//! the same metadata block cost nothing. It counts the bytes it actually read from the device.
+//!
+//! [`Volume`] is a window over a [`Disk`] (a partition, or the whole disk). Every parser gets a
+//! `Volume`, never the `Disk`: a read that would leave the window fails, so no parser can read
+//! outside its volume. A `Volume` also carries a [`Budget`] (a cap on the bytes it may request and
+//! a cancellation flag), which is how runaway parsers are stopped: once the budget is spent or the
+//! flag is set, every further read fails and the parser unwinds with an error.
+//!
+//! It does not write, ever: the file is opened with `O_RDONLY` and nothing here has a write path.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+
+use super::ioctl;
+
+/// Size of a cache page, and the alignment of every read sent to the device.
+const PAGE: u64 = 4096;
+/// Pages kept in the cache (8 MiB).
+const CACHE_PAGES: usize = 2048;
+/// Requests spanning more pages than this bypass the cache (one aligned read instead).
+const DIRECT_PAGES: u64 = 64;
+
+/// Positioned, exact reads over something with a known size.
+///
+/// Implemented by [`Volume`] for real disks and by byte slices for tests and fuzzing.
+pub trait ReadAt {
+    /// Size in bytes.
+    fn size(&self) -> u64;
+    /// Fill `buf` from `offset`; fails if the range is not wholly inside the object.
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+}
+
+impl ReadAt for [u8] {
+    fn size(&self) -> u64 {
+        u64::try_from(self.len()).unwrap_or(u64::MAX)
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let src = usize::try_from(offset)
+            .ok()
+            .and_then(|start| self.get(start..start.checked_add(buf.len())?))
+            .ok_or_else(|| out_of_range(offset, buf.len(), self.size()))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+impl ReadAt for Vec<u8> {
+    fn size(&self) -> u64 {
+        self.as_slice().size()
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.as_slice().read_exact_at(offset, buf)
+    }
+}
+
+fn out_of_range(offset: u64, len: usize, size: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("read of {len} bytes at offset {offset:#x} is outside the {size}-byte object"),
+    )
+}
+
+/// Read `len` bytes at `offset` into a new vector.
+pub fn read_vec(r: &(impl ReadAt + ?Sized), offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0; len];
+    r.read_exact_at(offset, &mut buf)?;
+    Ok(buf)
+}
+
+/// An opened disk image file or block device.
+#[derive(Debug)]
+pub struct Disk {
+    file: File,
+    path: PathBuf,
+    size: u64,
+    logical_sector_size: u32,
+    bytes_read: AtomicU64,
+    cache: Mutex<PageCache>,
+}
+
+#[derive(Debug, Default)]
+struct PageCache {
+    pages: HashMap<u64, Arc<[u8]>>,
+    order: VecDeque<u64>,
+}
+
+impl Disk {
+    /// Open `path` read-only. A block device's size comes from `BLKGETSIZE64`, a file's from its
+    /// length.
+    pub fn open(path: &Path) -> Result<Arc<Disk>> {
+        let file = File::open(path).with_context(|| format!("failed to open '{}'", path.display()))?;
+        let meta = file
+            .metadata()
+            .with_context(|| format!("failed to stat '{}'", path.display()))?;
+        let (size, logical_sector_size) = if meta.file_type().is_block_device() {
+            let size = ioctl::block_device_size(&file)
+                .with_context(|| format!("failed to get the size of '{}'", path.display()))?;
+            let sector = ioctl::logical_sector_size(&file).unwrap_or(512);
+            (size, sector)
+        } else if meta.is_file() {
+            (meta.len(), 512)
+        } else {
+            anyhow::bail!("'{}' is neither a disk image file nor a block device", path.display());
+        };
+        Ok(Arc::new(Disk {
+            file,
+            path: path.to_owned(),
+            size,
+            logical_sector_size,
+            bytes_read: AtomicU64::new(0),
+            cache: Mutex::new(PageCache::default()),
+        }))
+    }
+
+    /// The path this disk was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The device's logical sector size (512 for image files).
+    pub fn logical_sector_size(&self) -> u32 {
+        self.logical_sector_size
+    }
+
+    /// Bytes read from the file or device so far (cache misses only).
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    /// A window of `len` bytes from `start`, with its own read budget.
+    pub fn volume(self: &Arc<Self>, start: u64, len: u64, budget: Budget) -> io::Result<Volume> {
+        match start.checked_add(len) {
+            Some(end) if end <= self.size => Ok(Volume {
+                disk: Arc::clone(self),
+                start,
+                len,
+                pos: 0,
+                budget,
+            }),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "volume at {start:#x} of {len} bytes does not fit in the {}-byte disk",
+                    self.size
+                ),
+            )),
+        }
+    }
+
+    /// Read from the device without the cache, aligned to pages, counting the bytes.
+    fn read_aligned(&self, first_page: u64, pages: u64) -> io::Result<Vec<u8>> {
+        let start = first_page.saturating_mul(PAGE);
+        let end = start.saturating_add(pages.saturating_mul(PAGE)).min(self.size);
+        let len = usize::try_from(end.saturating_sub(start))
+            .map_err(|_| io::Error::other("read too large for memory"))?;
+        let mut buf = vec![0; len];
+        let mut done = 0;
+        while done < len {
+            let at = start.saturating_add(u64::try_from(done).unwrap_or(u64::MAX));
+            // OK to index: done < len == buf.len().
+            let n = self.file.read_at(&mut buf[done..], at).map_err(|e| {
+                io::Error::new(e.kind(), format!("{}: read at {at:#x}: {e}", self.path.display()))
+            })?;
+            if n == 0 {
+                return Err(out_of_range(at, len.saturating_sub(done), self.size));
+            }
+            done = done.saturating_add(n);
+        }
+        self.bytes_read
+            .fetch_add(u64::try_from(len).unwrap_or(u64::MAX), Ordering::Relaxed);
+        Ok(buf)
+    }
+
+    fn page(&self, index: u64) -> io::Result<Arc<[u8]>> {
+        if let Some(p) = self.lock_cache().pages.get(&index) {
+            return Ok(Arc::clone(p));
+        }
+        let data: Arc<[u8]> = self.read_aligned(index, 1)?.into();
+        let mut cache = self.lock_cache();
+        if cache.pages.len() >= CACHE_PAGES {
+            if let Some(old) = cache.order.pop_front() {
+                cache.pages.remove(&old);
+            }
+        }
+        if cache.pages.insert(index, Arc::clone(&data)).is_none() {
+            cache.order.push_back(index);
+        }
+        Ok(data)
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, PageCache> {
+        // A panic while holding the lock leaves a consistent cache (plain inserts and removes).
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ReadAt for Disk {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
+        let end = offset
+            .checked_add(len)
+            .filter(|&end| end <= self.size)
+            .ok_or_else(|| out_of_range(offset, buf.len(), self.size))?;
+        if len == 0 {
+            return Ok(());
+        }
+        let first = offset / PAGE;
+        let last = end.saturating_sub(1) / PAGE;
+        let pages = last.saturating_sub(first).saturating_add(1);
+        if pages > DIRECT_PAGES {
+            let data = self.read_aligned(first, pages)?;
+            let skip = usize::try_from(offset % PAGE).unwrap_or(0);
+            let src = data
+                .get(skip..skip.saturating_add(buf.len()))
+                .ok_or_else(|| out_of_range(offset, buf.len(), self.size))?;
+            buf.copy_from_slice(src);
+            return Ok(());
+        }
+        let total = buf.len();
+        let mut filled = 0usize;
+        for index in first..=last {
+            let page = self.page(index)?;
+            let page_start = index.saturating_mul(PAGE);
+            let from = usize::try_from(offset.saturating_sub(page_start)).unwrap_or(0);
+            let want = total.saturating_sub(filled);
+            let src = page
+                .get(from..page.len().min(from.saturating_add(want)))
+                .ok_or_else(|| out_of_range(offset, buf.len(), self.size))?;
+            let dst = buf
+                .get_mut(filled..filled.saturating_add(src.len()))
+                .ok_or_else(|| out_of_range(offset, total, self.size))?;
+            dst.copy_from_slice(src);
+            filled = filled.saturating_add(src.len());
+        }
+        if filled != buf.len() {
+            return Err(out_of_range(offset, buf.len(), self.size));
+        }
+        Ok(())
+    }
+}
+
+/// Limits on the reads of one volume: a byte budget and a cancellation flag, shared by all clones
+/// of a [`Volume`] and by whoever supervises the parse.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    inner: Arc<BudgetInner>,
+}
+
+#[derive(Debug)]
+struct BudgetInner {
+    remaining: AtomicU64,
+    cancelled: AtomicBool,
+}
+
+impl Budget {
+    /// A budget allowing `bytes` bytes of reads.
+    pub fn new(bytes: u64) -> Self {
+        Budget {
+            inner: Arc::new(BudgetInner {
+                remaining: AtomicU64::new(bytes),
+                cancelled: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Make every further read fail.
+    pub fn cancel(&self) {
+        self.inner.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`Budget::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(Ordering::Relaxed)
+    }
+
+    fn spend(&self, bytes: u64) -> io::Result<()> {
+        if self.is_cancelled() {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "volume read cancelled"));
+        }
+        self.inner
+            .remaining
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| r.checked_sub(bytes))
+            .map(|_| ())
+            .map_err(|_| io::Error::other("volume read budget exhausted"))
+    }
+}
+
+/// A window over a [`Disk`]: reads outside it fail. Cheap to clone; clones share the budget but
+/// each has its own stream position (for [`Read`] + [`Seek`] users such as the `ntfs` crate).
+#[derive(Debug, Clone)]
+pub struct Volume {
+    disk: Arc<Disk>,
+    start: u64,
+    len: u64,
+    pos: u64,
+    budget: Budget,
+}
+
+impl Volume {
+    /// Offset of this volume on its disk.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// The disk this volume is a window on.
+    pub fn disk(&self) -> &Arc<Disk> {
+        &self.disk
+    }
+
+    /// The budget governing this volume's reads.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// A sub-window of this volume (same budget).
+    pub fn slice(&self, start: u64, len: u64) -> io::Result<Volume> {
+        match start.checked_add(len) {
+            Some(end) if end <= self.len => Ok(Volume {
+                disk: Arc::clone(&self.disk),
+                start: self.start.saturating_add(start),
+                len,
+                pos: 0,
+                budget: self.budget.clone(),
+            }),
+            _ => Err(out_of_range(start, usize::try_from(len).unwrap_or(usize::MAX), self.len)),
+        }
+    }
+}
+
+impl ReadAt for Volume {
+    fn size(&self) -> u64 {
+        self.len
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(out_of_range(offset, buf.len(), self.len));
+        }
+        self.budget.spend(len)?;
+        // Cannot overflow: start + len <= disk size, checked in `Disk::volume`.
+        self.disk.read_exact_at(self.start.saturating_add(offset), buf)
+    }
+}
+
+impl Read for Volume {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.len.saturating_sub(self.pos);
+        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let dst = buf.get_mut(..n).unwrap_or_default();
+        self.read_exact_at(self.pos, dst)?;
+        self.pos = self.pos.saturating_add(u64::try_from(n).unwrap_or(0));
+        Ok(n)
+    }
+}
+
+impl Seek for Volume {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let new = match pos {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = new.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the volume")
+        })?;
+        Ok(self.pos)
+    }
+}
+
+impl ext4_view::Ext4Read for Volume {
+    fn read(
+        &mut self,
+        start_byte: u64,
+        dst: &mut [u8],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
+        Ok(self.read_exact_at(start_byte, dst)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn disk_with(bytes: &[u8]) -> (tempfile_path::TempPath, Arc<Disk>) {
+        let tmp = tempfile_path::TempPath::new();
+        File::create(&tmp.0).and_then(|mut f| f.write_all(bytes)).expect("write temp image");
+        let disk = Disk::open(&tmp.0).expect("open temp image");
+        (tmp, disk)
+    }
+
+    mod tempfile_path {
+        /// A temporary file path removed on drop (std only, no extra crate).
+        pub struct TempPath(pub std::path::PathBuf);
+        impl TempPath {
+            pub fn new() -> Self {
+                use std::sync::atomic::{AtomicU32, Ordering};
+                static N: AtomicU32 = AtomicU32::new(0);
+                let n = N.fetch_add(1, Ordering::Relaxed);
+                TempPath(std::env::temp_dir().join(format!(
+                    "snapscan-reader-{}-{n}.img",
+                    std::process::id()
+                )))
+            }
+        }
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn reads_across_pages_and_counts_aligned_bytes() {
+        let bytes: Vec<u8> = (0..3 * PAGE + 100).map(|i| (i % 251) as u8).collect();
+        let (_tmp, disk) = disk_with(&bytes);
+        let mut buf = vec![0; 5000];
+        disk.read_exact_at(4000, &mut buf).expect("read");
+        assert_eq!(buf, bytes[4000..9000]);
+        assert_eq!(disk.bytes_read(), 3 * PAGE, "pages 0..=2 read once each");
+        disk.read_exact_at(4100, &mut buf[..10]).expect("cached read");
+        assert_eq!(disk.bytes_read(), 3 * PAGE, "second read served from the cache");
+        // The partial last page.
+        let mut tail = [0u8; 100];
+        disk.read_exact_at(3 * PAGE, &mut tail).expect("tail");
+        assert_eq!(tail[..], bytes[(3 * PAGE) as usize..]);
+    }
+
+    #[test]
+    fn volume_window_is_enforced() {
+        let bytes = vec![7u8; 8192];
+        let (_tmp, disk) = disk_with(&bytes);
+        let vol = disk.volume(1024, 2048, Budget::new(u64::MAX)).expect("volume");
+        let mut buf = [0u8; 16];
+        assert!(vol.read_exact_at(2048 - 16, &mut buf).is_ok());
+        assert!(vol.read_exact_at(2048 - 15, &mut buf).is_err(), "one byte past the end");
+        assert!(vol.read_exact_at(u64::MAX - 2, &mut buf).is_err(), "overflowing offset");
+        assert!(disk.volume(8000, 200, Budget::new(1)).is_err(), "volume beyond the disk");
+    }
+
+    #[test]
+    fn budget_and_cancel_stop_reads() {
+        let (_tmp, disk) = disk_with(&[1u8; 4096]);
+        let budget = Budget::new(100);
+        let vol = disk.volume(0, 4096, budget.clone()).expect("volume");
+        let mut buf = [0u8; 60];
+        assert!(vol.read_exact_at(0, &mut buf).is_ok());
+        assert!(vol.read_exact_at(0, &mut buf).is_err(), "budget of 100 spent");
+        let other = disk.volume(0, 4096, Budget::new(u64::MAX)).expect("volume");
+        other.budget().cancel();
+        assert_eq!(
+            other.read_exact_at(0, &mut buf).map_err(|e| e.kind()),
+            Err(io::ErrorKind::Interrupted)
+        );
+    }
+
+    #[test]
+    fn read_and_seek_stop_at_the_end() {
+        let (_tmp, disk) = disk_with(&[3u8; 4096]);
+        let mut vol = disk.volume(4000, 96, Budget::new(u64::MAX)).expect("volume");
+        vol.seek(SeekFrom::End(-10)).expect("seek");
+        let mut buf = [0u8; 64];
+        assert_eq!(vol.read(&mut buf).expect("read"), 10);
+        assert_eq!(vol.read(&mut buf).expect("read at end"), 0);
+        assert!(vol.seek(SeekFrom::Current(-1000)).is_err());
+    }
+}

@@ -1,0 +1,120 @@
+//! An in-memory [`Tree`] for unit tests of resolution, detection and inventory.
+
+use super::{DirEntry, FileType, FsError, Metadata, Tree};
+
+#[derive(Debug, Clone)]
+enum Node {
+    Dir(Vec<(String, usize)>),
+    File(Vec<u8>),
+    Symlink(String),
+}
+
+/// Files, directories and symlinks built with the chained constructors; parents are created.
+#[derive(Debug, Clone)]
+pub struct MemTree {
+    nodes: Vec<Node>,
+}
+
+impl Default for MemTree {
+    fn default() -> Self {
+        MemTree { nodes: vec![Node::Dir(Vec::new())] }
+    }
+}
+
+impl MemTree {
+    /// Add a regular file.
+    pub fn file(self, path: &str, data: impl AsRef<[u8]>) -> Self {
+        self.add(path, Node::File(data.as_ref().to_vec()))
+    }
+
+    /// Add a symlink.
+    pub fn symlink(self, path: &str, target: &str) -> Self {
+        self.add(path, Node::Symlink(target.to_owned()))
+    }
+
+    /// Add an empty directory.
+    pub fn dir(self, path: &str) -> Self {
+        self.add(path, Node::Dir(Vec::new()))
+    }
+
+    fn add(mut self, path: &str, node: Node) -> Self {
+        let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+        let mut dir = 0;
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            let existing = match &self.nodes[dir] {
+                Node::Dir(entries) => entries.iter().find(|(n, _)| n == part).map(|(_, i)| *i),
+                _ => panic!("{path}: parent is not a directory"),
+            };
+            dir = match existing {
+                Some(i) if !last => i,
+                _ => {
+                    let new = if last { node.clone() } else { Node::Dir(Vec::new()) };
+                    self.nodes.push(new);
+                    let idx = self.nodes.len() - 1;
+                    if let Node::Dir(entries) = &mut self.nodes[dir] {
+                        entries.push((part.to_string(), idx));
+                    }
+                    idx
+                }
+            };
+        }
+        self
+    }
+
+    fn kind(&self, i: usize) -> FileType {
+        match self.nodes[i] {
+            Node::Dir(_) => FileType::Dir,
+            Node::File(_) => FileType::File,
+            Node::Symlink(_) => FileType::Symlink,
+        }
+    }
+}
+
+impl Tree for MemTree {
+    type Node = usize;
+
+    fn root(&self) -> usize {
+        0
+    }
+
+    fn lookup(&self, dir: &usize, name: &str, path: &str) -> Result<Option<usize>, FsError> {
+        match &self.nodes[*dir] {
+            Node::Dir(e) => Ok(e.iter().find(|(n, _)| n == name).map(|(_, i)| *i)),
+            _ => Err(FsError::NotADirectory(path.to_owned())),
+        }
+    }
+
+    fn stat(&self, node: &usize, _path: &str) -> Result<Metadata, FsError> {
+        let len = match &self.nodes[*node] {
+            Node::Dir(_) => 0,
+            Node::File(d) => d.len() as u64,
+            Node::Symlink(t) => t.len() as u64,
+        };
+        Ok(Metadata { file_type: self.kind(*node), len })
+    }
+
+    fn read_link(&self, node: &usize, path: &str) -> Result<Vec<u8>, FsError> {
+        match &self.nodes[*node] {
+            Node::Symlink(t) => Ok(t.as_bytes().to_vec()),
+            _ => Err(FsError::NotASymlink(path.to_owned())),
+        }
+    }
+
+    fn read(&self, node: &usize, max: u64, path: &str) -> Result<Vec<u8>, FsError> {
+        match &self.nodes[*node] {
+            Node::File(d) => Ok(d[..d.len().min(max as usize)].to_vec()),
+            _ => Err(FsError::IsADirectory(path.to_owned())),
+        }
+    }
+
+    fn list(&self, node: &usize, path: &str) -> Result<Vec<DirEntry>, FsError> {
+        match &self.nodes[*node] {
+            Node::Dir(e) => Ok(e
+                .iter()
+                .map(|(n, i)| DirEntry { name: n.clone(), file_type: self.kind(*i) })
+                .collect()),
+            _ => Err(FsError::NotADirectory(path.to_owned())),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! A small Windows registry hive writer (placeholder, being written).

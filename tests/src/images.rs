@@ -1,0 +1,1 @@
+//! Disk-image builders (placeholder, being written).
