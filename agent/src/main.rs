@@ -1,1 +1,17 @@
-fn main() {}
+//! The `snapscan` binary: parse the command line, run, turn the outcome into an exit code.
+//! Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = match snapscan::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { snapscan::cli::EXIT_USAGE } else { snapscan::cli::EXIT_OK });
+        }
+    };
+    ExitCode::from(snapscan::cli::run(cli))
+}

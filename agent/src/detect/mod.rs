@@ -79,28 +79,11 @@ impl OsInfo {
     }
 }
 
-/// What a volume holds, as far as detection goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Detection {
-    /// An OS root.
-    Os(OsInfo),
-    /// No OS root; `hint` says what it looks like (`boot` for a /boot volume, `data` otherwise).
-    NoOs {
-        /// `boot` or `data`.
-        hint: &'static str,
-    },
-}
-
-/// Detect the OS on one volume. Errors are I/O or corruption errors that stopped detection.
-pub fn detect(fs: &dyn RootFs) -> Result<Detection, FsError> {
+/// Detect the OS on one volume: `Ok(None)` for a volume without an OS root (a /boot or data
+/// volume). Errors are device or corruption errors that stopped detection.
+pub fn detect(fs: &dyn RootFs) -> Result<Option<OsInfo>, FsError> {
     if let Some(os) = windows::detect(fs)? {
-        return Ok(Detection::Os(os));
+        return Ok(Some(os));
     }
-    if let Some(os) = linux::detect(fs)? {
-        return Ok(Detection::Os(os));
-    }
-    let boot = ["vmlinuz", "grub", "grub2", "loader/entries", "efi", "EFI"]
-        .iter()
-        .any(|p| fs.exists(p));
-    Ok(Detection::NoOs { hint: if boot { "boot" } else { "data" } })
+    linux::detect(fs)
 }

@@ -81,15 +81,21 @@ pub fn read_vec(r: &(impl ReadAt + ?Sized), offset: u64, len: usize) -> io::Resu
     Ok(buf)
 }
 
-/// An opened disk image file or block device.
+/// An opened disk image file or block device (or, for tests and fuzzing, bytes in memory).
 #[derive(Debug)]
 pub struct Disk {
-    file: File,
+    source: Source,
     path: PathBuf,
     size: u64,
     logical_sector_size: u32,
     bytes_read: AtomicU64,
     cache: Mutex<PageCache>,
+}
+
+#[derive(Debug)]
+enum Source {
+    File(File),
+    Memory(Vec<u8>),
 }
 
 #[derive(Debug, Default)]
@@ -117,13 +123,25 @@ impl Disk {
             anyhow::bail!("'{}' is neither a disk image file nor a block device", path.display());
         };
         Ok(Arc::new(Disk {
-            file,
+            source: Source::File(file),
             path: path.to_owned(),
             size,
             logical_sector_size,
             bytes_read: AtomicU64::new(0),
             cache: Mutex::new(PageCache::default()),
         }))
+    }
+
+    /// A disk whose bytes are in memory (tests, fuzzing), shown as `name`.
+    pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Arc<Disk> {
+        Arc::new(Disk {
+            size: bytes.size(),
+            source: Source::Memory(bytes),
+            path: PathBuf::from(name),
+            logical_sector_size: 512,
+            bytes_read: AtomicU64::new(0),
+            cache: Mutex::new(PageCache::default()),
+        })
     }
 
     /// The path this disk was opened from.
@@ -176,8 +194,17 @@ impl Disk {
         let mut done = 0;
         while done < len {
             let at = start.saturating_add(u64::try_from(done).unwrap_or(u64::MAX));
-            // OK to index: done < len == buf.len().
-            let n = self.file.read_at(&mut buf[done..], at).map_err(|e| {
+            let dst = buf.get_mut(done..).unwrap_or_default();
+            let n = match &self.source {
+                Source::File(f) => f.read_at(dst, at),
+                Source::Memory(m) => {
+                    let src = usize::try_from(at).ok().and_then(|a| m.get(a..)).unwrap_or_default();
+                    let n = src.len().min(dst.len());
+                    dst.get_mut(..n).unwrap_or_default().copy_from_slice(src.get(..n).unwrap_or_default());
+                    Ok(n)
+                }
+            }
+            .map_err(|e| {
                 io::Error::new(e.kind(), format!("{}: read at {at:#x}: {e}", self.path.display()))
             })?;
             if n == 0 {
@@ -406,38 +433,26 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn disk_with(bytes: &[u8]) -> (tempfile_path::TempPath, Arc<Disk>) {
-        let tmp = tempfile_path::TempPath::new();
-        File::create(&tmp.0).and_then(|mut f| f.write_all(bytes)).expect("write temp image");
-        let disk = Disk::open(&tmp.0).expect("open temp image");
-        (tmp, disk)
+    fn disk_with(bytes: &[u8]) -> Arc<Disk> {
+        Disk::from_bytes("test", bytes.to_vec())
     }
 
-    mod tempfile_path {
-        /// A temporary file path removed on drop (std only, no extra crate).
-        pub struct TempPath(pub std::path::PathBuf);
-        impl TempPath {
-            pub fn new() -> Self {
-                use std::sync::atomic::{AtomicU32, Ordering};
-                static N: AtomicU32 = AtomicU32::new(0);
-                let n = N.fetch_add(1, Ordering::Relaxed);
-                TempPath(std::env::temp_dir().join(format!(
-                    "snapscan-reader-{}-{n}.img",
-                    std::process::id()
-                )))
-            }
-        }
-        impl Drop for TempPath {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_file(&self.0);
-            }
-        }
+    #[test]
+    fn opens_files_and_refuses_directories() {
+        let path = std::env::temp_dir().join(format!("snapscan-reader-{}.img", std::process::id()));
+        std::fs::File::create(&path).and_then(|mut f| f.write_all(&[9u8; 5000])).expect("write");
+        let disk = Disk::open(&path).expect("open");
+        let mut buf = [0u8; 10];
+        disk.read_exact_at(4995, &mut buf[..5]).expect("read the tail");
+        assert_eq!((disk.size(), disk.bytes_read()), (5000, 904));
+        std::fs::remove_file(&path).expect("remove");
+        assert!(Disk::open(&std::env::temp_dir()).is_err(), "a directory is not a disk");
     }
 
     #[test]
     fn reads_across_pages_and_counts_aligned_bytes() {
         let bytes: Vec<u8> = (0..3 * PAGE + 100).map(|i| (i % 251) as u8).collect();
-        let (_tmp, disk) = disk_with(&bytes);
+        let disk = disk_with(&bytes);
         let mut buf = vec![0; 5000];
         disk.read_exact_at(4000, &mut buf).expect("read");
         assert_eq!(buf, bytes[4000..9000]);
@@ -453,7 +468,7 @@ mod tests {
     #[test]
     fn volume_window_is_enforced() {
         let bytes = vec![7u8; 8192];
-        let (_tmp, disk) = disk_with(&bytes);
+        let disk = disk_with(&bytes);
         let vol = disk.volume(1024, 2048, Budget::new(u64::MAX)).expect("volume");
         let mut buf = [0u8; 16];
         assert!(vol.read_exact_at(2048 - 16, &mut buf).is_ok());
@@ -464,7 +479,7 @@ mod tests {
 
     #[test]
     fn budget_and_cancel_stop_reads() {
-        let (_tmp, disk) = disk_with(&[1u8; 4096]);
+        let disk = disk_with(&[1u8; 4096]);
         let budget = Budget::new(100);
         let vol = disk.volume(0, 4096, budget.clone()).expect("volume");
         let mut buf = [0u8; 60];
@@ -480,7 +495,7 @@ mod tests {
 
     #[test]
     fn read_and_seek_stop_at_the_end() {
-        let (_tmp, disk) = disk_with(&[3u8; 4096]);
+        let disk = disk_with(&[3u8; 4096]);
         let mut vol = disk.volume(4000, 96, Budget::new(u64::MAX)).expect("volume");
         vol.seek(SeekFrom::End(-10)).expect("seek");
         let mut buf = [0u8; 64];
