@@ -69,7 +69,10 @@ fn run_inspect(args: &InspectArgs) -> u8 {
                     match serde_json::to_string(&report) {
                         Ok(j) => j + "\n",
                         Err(e) => {
-                            eprintln!("error: cannot encode the report of '{}': {e}", path.display());
+                            eprintln!(
+                                "error: cannot encode the report of '{}': {e}",
+                                path.display()
+                            );
                             code = EXIT_FAILURE;
                             continue;
                         }

@@ -32,7 +32,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { volume_timeout: Duration::from_secs(30), volume_read_budget: 1 << 30 }
+        Options {
+            volume_timeout: Duration::from_secs(30),
+            volume_read_budget: 1 << 30,
+        }
     }
 }
 
@@ -121,7 +124,8 @@ pub fn inspect(path: &Path, opts: &Options) -> Result<DiskReport> {
                 report.volumes.push(inspect_volume(0, None, &whole, opts));
             } else {
                 for (index, part) in table.partitions.iter().enumerate() {
-                    let vol = disk.volume(part.start, part.size, Budget::new(opts.volume_read_budget));
+                    let vol =
+                        disk.volume(part.start, part.size, Budget::new(opts.volume_read_budget));
                     let vol = match (&part.error, vol) {
                         (None, Ok(v)) => Ok(v),
                         (Some(e), _) => Err(e.clone()),
@@ -129,7 +133,10 @@ pub fn inspect(path: &Path, opts: &Options) -> Result<DiskReport> {
                     };
                     report.volumes.push(match vol {
                         Ok(v) => inspect_volume(index, Some(part), &v, opts),
-                        Err(e) => VolumeReport { error: Some(e), ..blank(index, Some(part), part.start, part.size) },
+                        Err(e) => VolumeReport {
+                            error: Some(e),
+                            ..blank(index, Some(part), part.start, part.size)
+                        },
                     });
                 }
             }
@@ -171,10 +178,17 @@ fn contained_table(
         Ok(Ok(t)) => Ok(Ok(t)),
         Ok(Err(partition::TableError::Io(e))) => Err(e.into()),
         Ok(Err(e @ partition::TableError::Corrupt { kind, .. })) => Ok(Err(TableFailure {
-            kind: if kind == "gpt" { TableKind::Gpt } else { TableKind::Mbr },
+            kind: if kind == "gpt" {
+                TableKind::Gpt
+            } else {
+                TableKind::Mbr
+            },
             message: e.to_string(),
         })),
-        Err(e) => Ok(Err(TableFailure { kind: TableKind::None, message: e.to_string() })),
+        Err(e) => Ok(Err(TableFailure {
+            kind: TableKind::None,
+            message: e.to_string(),
+        })),
     }
 }
 
@@ -196,7 +210,12 @@ fn blank(index: usize, part: Option<&Partition>, start: u64, size: u64) -> Volum
     }
 }
 
-fn inspect_volume(index: usize, part: Option<&Partition>, vol: &Volume, opts: &Options) -> VolumeReport {
+fn inspect_volume(
+    index: usize,
+    part: Option<&Partition>,
+    vol: &Volume,
+    opts: &Options,
+) -> VolumeReport {
     let mut report = blank(index, part, vol.start(), vol.size());
     match probe::probe(vol) {
         Ok(p) => {
@@ -221,11 +240,13 @@ pub fn detect_os(kind: FsKind, vol: &Volume, opts: &Options) -> Result<Option<Os
     let v = vol.clone();
     match kind {
         FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => {
-            contain::run(vol.budget(), opts.volume_timeout, move || detect::detect(&ext4::open(v)?))
+            contain::run(vol.budget(), opts.volume_timeout, move || {
+                detect::detect(&ext4::open(v)?)
+            })
         }
-        FsKind::Ntfs => {
-            contain::run(vol.budget(), opts.volume_timeout, move || detect::detect(&ntfs::open(v)?))
-        }
+        FsKind::Ntfs => contain::run(vol.budget(), opts.volume_timeout, move || {
+            detect::detect(&ntfs::open(v)?)
+        }),
         _ => Ok(None),
     }
 }
@@ -233,7 +254,13 @@ pub fn detect_os(kind: FsKind, vol: &Volume, opts: &Options) -> Result<Option<Os
 /// The short human summary `snapscan inspect` prints without `--json`.
 pub fn render_text(r: &DiskReport) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{}: {}, partition table: {}", r.source, human_size(r.size_bytes), table_name(r.partition_table));
+    let _ = writeln!(
+        out,
+        "{}: {}, partition table: {}",
+        r.source,
+        human_size(r.size_bytes),
+        table_name(r.partition_table)
+    );
     if let Some(e) = &r.error {
         let _ = writeln!(out, "  error: {e}");
     }
@@ -241,10 +268,18 @@ pub fn render_text(r: &DiskReport) -> String {
         let _ = writeln!(out, "  warning: {w}");
     }
     if !r.volumes.is_empty() {
-        let _ = writeln!(out, "  {:>2}  {:>10}  {:>10}  {:<20}  {:<17}  {:<12}  OS", "#", "START", "SIZE", "TYPE", "FILESYSTEM", "LABEL");
+        let _ = writeln!(
+            out,
+            "  {:>2}  {:>10}  {:>10}  {:<20}  {:<17}  {:<12}  OS",
+            "#", "START", "SIZE", "TYPE", "FILESYSTEM", "LABEL"
+        );
     }
     for v in &r.volumes {
-        let ty = v.partition_type_name.map(str::to_owned).or_else(|| v.partition_type.clone()).unwrap_or_else(|| "-".into());
+        let ty = v
+            .partition_type_name
+            .map(str::to_owned)
+            .or_else(|| v.partition_type.clone())
+            .unwrap_or_else(|| "-".into());
         let os = match (&v.os, &v.error) {
             (_, Some(e)) => format!("error: {e}"),
             (Some(os), None) => os_summary(os),
@@ -265,7 +300,11 @@ pub fn render_text(r: &DiskReport) -> String {
     match &r.os {
         Some(os) => {
             let mut line = format!("  OS: {}", os_summary(os));
-            for (k, v) in [("arch", &os.arch), ("hostname", &os.hostname), ("build", &os.build)] {
+            for (k, v) in [
+                ("arch", &os.arch),
+                ("hostname", &os.hostname),
+                ("build", &os.build),
+            ] {
                 if let Some(v) = v {
                     let _ = write!(line, ", {k} {v}");
                 }
@@ -283,7 +322,10 @@ pub fn render_text(r: &DiskReport) -> String {
 }
 
 fn os_summary(os: &OsInfo) -> String {
-    os.pretty_name.clone().or_else(|| os.name.clone()).unwrap_or_else(|| os.id.clone())
+    os.pretty_name
+        .clone()
+        .or_else(|| os.name.clone())
+        .unwrap_or_else(|| os.id.clone())
 }
 
 fn table_name(k: TableKind) -> &'static str {

@@ -10,7 +10,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { snapscan::cli::EXIT_USAGE } else { snapscan::cli::EXIT_OK });
+            return ExitCode::from(if e.use_stderr() {
+                snapscan::cli::EXIT_USAGE
+            } else {
+                snapscan::cli::EXIT_OK
+            });
         }
     };
     ExitCode::from(snapscan::cli::run(cli))

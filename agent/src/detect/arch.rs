@@ -9,3 +9,6 @@ pub fn elf_arch(_head: &[u8]) -> Option<&'static str> {
 pub fn pe_arch(_head: &[u8]) -> Option<&'static str> {
     None
 }
+
+/// Bytes to read from the start of an executable to decide its architecture.
+pub const HEAD_LEN: u64 = 4096;

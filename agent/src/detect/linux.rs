@@ -34,10 +34,13 @@ pub fn detect(fs: &dyn RootFs) -> Result<Option<OsInfo>, FsError> {
         return Ok(None);
     };
     os.hostname = hostname(fs);
-    os.arch = ARCH_PROBES.iter().find_map(|p| {
-        let head = fs.read_prefix(p, arch::HEAD_LEN).ok()?;
-        arch::elf_arch(&head)
-    }).map(str::to_owned);
+    os.arch = ARCH_PROBES
+        .iter()
+        .find_map(|p| {
+            let head = fs.read_prefix(p, arch::HEAD_LEN).ok()?;
+            arch::elf_arch(&head)
+        })
+        .map(str::to_owned);
     Ok(Some(os))
 }
 
@@ -145,7 +148,10 @@ pub fn from_os_release(text: &str) -> Option<OsInfo> {
 fn first_version(text: &str) -> Option<String> {
     text.split_whitespace()
         .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
-        .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned())
+        .map(|w| {
+            w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+                .to_owned()
+        })
 }
 
 /// `Red Hat Enterprise Linux Server release 7.9 (Maipo)`, `CentOS Linux release 7.9.2009 (Core)`,
@@ -263,10 +269,13 @@ fn hostname(fs: &dyn RootFs) -> Option<String> {
                 .map(str::to_owned)
         });
     let keyed = || {
-        [("/etc/sysconfig/network", "HOSTNAME"), ("/etc/conf.d/hostname", "hostname")]
-            .iter()
-            .filter_map(|(p, key)| Some((fs.read_text(p, SMALL_FILE)?, *key)))
-            .find_map(|(t, key)| key_values(&t).find(|(k, _)| k == &key).map(|(_, v)| v))
+        [
+            ("/etc/sysconfig/network", "HOSTNAME"),
+            ("/etc/conf.d/hostname", "hostname"),
+        ]
+        .iter()
+        .filter_map(|(p, key)| Some((fs.read_text(p, SMALL_FILE)?, *key)))
+        .find_map(|(t, key)| key_values(&t).find(|(k, _)| k == &key).map(|(_, v)| v))
     };
     plain.or_else(keyed).filter(|h| valid_hostname(h))
 }
@@ -274,7 +283,8 @@ fn hostname(fs: &dyn RootFs) -> Option<String> {
 fn valid_hostname(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 253
-        && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+        && h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
 }
 
 #[cfg(test)]
@@ -297,9 +307,17 @@ mod tests {
         assert_eq!(os.id, "debian");
         assert_eq!(os.version_id.as_deref(), Some("12"));
         assert_eq!(os.version_codename.as_deref(), Some("bookworm"));
-        assert_eq!(os.pretty_name.as_deref(), Some("Debian GNU/Linux 12 (bookworm)"));
+        assert_eq!(
+            os.pretty_name.as_deref(),
+            Some("Debian GNU/Linux 12 (bookworm)")
+        );
         assert_eq!(from_os_release("FOO=bar\n"), None, "neither ID nor NAME");
-        assert_eq!(from_os_release("NAME=\"x\\\"y\"").and_then(|o| o.name).as_deref(), Some("x\"y"));
+        assert_eq!(
+            from_os_release("NAME=\"x\\\"y\"")
+                .and_then(|o| o.name)
+                .as_deref(),
+            Some("x\"y")
+        );
     }
 
     #[test]
@@ -322,7 +340,9 @@ mod tests {
             Case { name: "debian testing", got: from_debian_version("trixie/sid\n"), id: "debian", version: None },
         ];
         for c in cases {
-            let os = c.got.unwrap_or_else(|| panic!("case {}: not detected", c.name));
+            let os = c
+                .got
+                .unwrap_or_else(|| panic!("case {}: not detected", c.name));
             assert_eq!(os.id, c.id, "case {}", c.name);
             assert_eq!(os.version_id.as_deref(), c.version, "case {}", c.name);
         }
@@ -335,7 +355,10 @@ mod tests {
     fn detects_a_usr_merged_root() {
         let fs = Rooted(
             MemTree::default()
-                .file("/usr/lib/os-release", "ID=ubuntu\nVERSION_ID=\"22.04\"\nNAME=Ubuntu\n")
+                .file(
+                    "/usr/lib/os-release",
+                    "ID=ubuntu\nVERSION_ID=\"22.04\"\nNAME=Ubuntu\n",
+                )
                 .symlink("/etc/os-release", "../usr/lib/os-release")
                 .file("/usr/bin/bash", ELF_X86_64)
                 .symlink("/bin", "usr/bin")
@@ -344,7 +367,14 @@ mod tests {
         let os = detect(&fs).expect("detect").expect("linux");
         assert_eq!(os.id, "ubuntu");
         assert_eq!(os.hostname.as_deref(), Some("web-1"));
-        assert_eq!(os.arch.as_deref(), if arch::elf_arch(ELF_X86_64).is_some() { Some("x86_64") } else { None });
+        assert_eq!(
+            os.arch.as_deref(),
+            if arch::elf_arch(ELF_X86_64).is_some() {
+                Some("x86_64")
+            } else {
+                None
+            }
+        );
     }
 
     #[test]
@@ -353,16 +383,33 @@ mod tests {
             MemTree::default()
                 .file("/etc/centos-release", "CentOS release 6.10 (Final)\n")
                 .file("/etc/redhat-release", "CentOS release 6.10 (Final)\n")
-                .file("/etc/sysconfig/network", "NETWORKING=yes\nHOSTNAME=\"db.example.com\"\n"),
+                .file(
+                    "/etc/sysconfig/network",
+                    "NETWORKING=yes\nHOSTNAME=\"db.example.com\"\n",
+                ),
         );
         let os = detect(&fs).expect("detect").expect("linux");
-        assert_eq!((os.id.as_str(), os.version_id.as_deref()), ("centos", Some("6.10")));
+        assert_eq!(
+            (os.id.as_str(), os.version_id.as_deref()),
+            ("centos", Some("6.10"))
+        );
         assert_eq!(os.hostname.as_deref(), Some("db.example.com"));
 
-        let bad_host = Rooted(MemTree::default().file("/etc/alpine-release", "3.19.1").file("/etc/hostname", "evil\u{1b}[31m"));
-        assert_eq!(detect(&bad_host).expect("detect").and_then(|o| o.hostname), None);
+        let bad_host = Rooted(
+            MemTree::default()
+                .file("/etc/alpine-release", "3.19.1")
+                .file("/etc/hostname", "evil\u{1b}[31m"),
+        );
+        assert_eq!(
+            detect(&bad_host).expect("detect").and_then(|o| o.hostname),
+            None
+        );
 
-        let data = Rooted(MemTree::default().file("/home/user/notes.txt", "hi").dir("/etc"));
+        let data = Rooted(
+            MemTree::default()
+                .file("/home/user/notes.txt", "hi")
+                .dir("/etc"),
+        );
         assert_eq!(detect(&data), Ok(None));
     }
 }

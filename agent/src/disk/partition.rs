@@ -84,7 +84,10 @@ pub enum TableError {
 }
 
 fn corrupt(kind: &'static str, msg: impl Into<String>) -> TableError {
-    TableError::Corrupt { kind, msg: msg.into() }
+    TableError::Corrupt {
+        kind,
+        msg: msg.into(),
+    }
 }
 
 /// Read the partition table of `disk` (a window over the whole disk).
@@ -103,12 +106,23 @@ pub fn read_table(disk: &Volume, sector_size: u32) -> Result<Table, TableError> 
             return Ok(table);
         }
     }
-    let sector0 = read_vec(disk, 0, 512.min(usize::try_from(disk.size()).unwrap_or(512)))?;
+    let sector0 = read_vec(
+        disk,
+        0,
+        512.min(usize::try_from(disk.size()).unwrap_or(512)),
+    )?;
     if is_whole_disk_filesystem(disk)? || !mbr::looks_like_mbr(&sector0) {
-        return Ok(Table { kind: TableKind::None, partitions: Vec::new(), warnings: Vec::new() });
+        return Ok(Table {
+            kind: TableKind::None,
+            partitions: Vec::new(),
+            warnings: Vec::new(),
+        });
     }
     if mbr::is_protective(&sector0) {
-        return Err(corrupt("gpt", "protective MBR but no valid GPT header (primary or backup)"));
+        return Err(corrupt(
+            "gpt",
+            "protective MBR but no valid GPT header (primary or backup)",
+        ));
     }
     mbr::read(disk, sector_size)
 }
@@ -138,7 +152,10 @@ fn check_bounds(parts: &mut [Partition], disk_size: u64, first_usable: u64) {
                 end.map_or_else(|| "overflow".to_owned(), |e| e.to_string())
             ));
         } else if p.start < first_usable {
-            p.error = Some(format!("partition starts at byte {} inside the partition table", p.start));
+            p.error = Some(format!(
+                "partition starts at byte {} inside the partition table",
+                p.start
+            ));
         } else if let Some(other) = ranges.iter().find(|(n, s, e)| {
             *n != p.number && e.is_some_and(|e| p.start < e) && end.is_some_and(|pe| *s < pe)
         }) {
@@ -163,11 +180,15 @@ mod gpt {
     }
 
     fn le_u32(b: &[u8], at: usize) -> Option<u32> {
-        Some(u32::from_le_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
+        Some(u32::from_le_bytes(
+            b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+        ))
     }
 
     fn le_u64(b: &[u8], at: usize) -> Option<u64> {
-        Some(u64::from_le_bytes(b.get(at..at.checked_add(8)?)?.try_into().ok()?))
+        Some(u64::from_le_bytes(
+            b.get(at..at.checked_add(8)?)?.try_into().ok()?,
+        ))
     }
 
     /// Parse and check the header in sector `lba`; `Err` says why it is unusable.
@@ -204,8 +225,11 @@ mod gpt {
             entry_size: field(le_u32(&b, 84))?,
             entries_crc: field(le_u32(&b, 88))?,
         };
-        if header.entry_size < 128 || header.entry_size % 8 != 0 {
-            return Err(format!("partition entry size {} is invalid", header.entry_size));
+        if header.entry_size < 128 || !header.entry_size.is_multiple_of(8) {
+            return Err(format!(
+                "partition entry size {} is invalid",
+                header.entry_size
+            ));
         }
         let array = u64::from(header.entry_count).saturating_mul(u64::from(header.entry_size));
         if array > MAX_GPT_ARRAY {
@@ -219,16 +243,23 @@ mod gpt {
 
     fn entries(disk: &Volume, h: &Header, ss: u64) -> Result<Vec<Partition>, String> {
         let len = u64::from(h.entry_count).saturating_mul(u64::from(h.entry_size));
-        let at = h.entries_lba.checked_mul(ss).ok_or("entry array LBA overflows")?;
+        let at = h
+            .entries_lba
+            .checked_mul(ss)
+            .ok_or("entry array LBA overflows")?;
         let len = usize::try_from(len).map_err(|_| "entry array size")?;
-        let array = read_vec(disk, at, len).map_err(|e| format!("cannot read the entry array: {e}"))?;
+        let array =
+            read_vec(disk, at, len).map_err(|e| format!("cannot read the entry array: {e}"))?;
         if crc32fast::hash(&array) != h.entries_crc {
             return Err("partition entry array CRC mismatch".into());
         }
         let size = usize::try_from(h.entry_size).map_err(|_| "entry size")?;
         let mut parts = Vec::new();
         for (i, e) in array.chunks_exact(size).enumerate() {
-            let type_guid: [u8; 16] = e.get(..16).and_then(|s| s.try_into().ok()).unwrap_or([0; 16]);
+            let type_guid: [u8; 16] = e
+                .get(..16)
+                .and_then(|s| s.try_into().ok())
+                .unwrap_or([0; 16]);
             if type_guid == [0; 16] {
                 continue;
             }
@@ -239,19 +270,30 @@ mod gpt {
                 .get(56..128)
                 .unwrap_or_default()
                 .chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c.first().copied().unwrap_or(0), c.get(1).copied().unwrap_or(0)]))
+                .map(|c| {
+                    u16::from_le_bytes([
+                        c.first().copied().unwrap_or(0),
+                        c.get(1).copied().unwrap_or(0),
+                    ])
+                })
                 .take_while(|&c| c != 0)
                 .collect();
             let name = String::from_utf16_lossy(&name);
             let sectors = last.checked_sub(first).and_then(|n| n.checked_add(1));
             parts.push(Partition {
-                number: u32::try_from(i).ok().and_then(|i| i.checked_add(1)).unwrap_or(u32::MAX),
+                number: u32::try_from(i)
+                    .ok()
+                    .and_then(|i| i.checked_add(1))
+                    .unwrap_or(u32::MAX),
                 start: first.saturating_mul(ss),
                 size: sectors.map_or(0, |n| n.saturating_mul(ss)),
                 type_name: type_name(&type_id),
                 type_id,
                 name: (!name.is_empty()).then_some(name),
-                uuid: e.get(16..32).and_then(|s| s.try_into().ok()).map(|g: [u8; 16]| guid(&g)),
+                uuid: e
+                    .get(16..32)
+                    .and_then(|s| s.try_into().ok())
+                    .map(|g: [u8; 16]| guid(&g)),
                 error: None,
             });
         }
@@ -260,7 +302,7 @@ mod gpt {
 
     /// Read a GPT with `ss`-byte sectors: `Ok(None)` when neither header is there.
     pub(super) fn read(disk: &Volume, ss: u64) -> Result<Option<Table>, TableError> {
-        let last_lba = match (disk.size() / ss).checked_sub(1) {
+        let last_lba = match disk.size().checked_div(ss).and_then(|n| n.checked_sub(1)) {
             Some(l) if l >= 2 => l,
             _ => return Ok(None),
         };
@@ -270,7 +312,8 @@ mod gpt {
             _ => last_lba,
         };
         let backup = header(disk, backup_lba, ss);
-        let absent = |r: &Result<Header, String>| r.as_ref().is_err_and(|e| e.starts_with("no signature"));
+        let absent =
+            |r: &Result<Header, String>| r.as_ref().is_err_and(|e| e.starts_with("no signature"));
         if absent(&primary) && absent(&backup) {
             return Ok(None);
         }
@@ -291,7 +334,11 @@ mod gpt {
                     }
                     let first_usable = h.first_usable.saturating_mul(ss);
                     check_bounds(&mut partitions, disk.size(), first_usable);
-                    return Ok(Some(Table { kind: TableKind::Gpt, partitions, warnings }));
+                    return Ok(Some(Table {
+                        kind: TableKind::Gpt,
+                        partitions,
+                        warnings,
+                    }));
                 }
                 Err(e) => {
                     warnings.push(format!("{which} GPT entry array unusable ({e})"));
@@ -299,7 +346,10 @@ mod gpt {
                 }
             }
         }
-        Err(corrupt("gpt", last_error.unwrap_or_else(|| warnings.join("; "))))
+        Err(corrupt(
+            "gpt",
+            last_error.unwrap_or_else(|| warnings.join("; ")),
+        ))
     }
 
     /// Format a GPT GUID (first three fields little-endian) in lowercase.
@@ -349,7 +399,9 @@ mod mbr {
             })
             .collect();
         entries.len() == 4
-            && entries.iter().all(|e| matches!(e.first(), Some(0x00 | 0x80)))
+            && entries
+                .iter()
+                .all(|e| matches!(e.first(), Some(0x00 | 0x80)))
             && entries.iter().any(|e| e.get(4).is_some_and(|&t| t != 0))
     }
 
@@ -391,7 +443,11 @@ mod mbr {
             });
         }
         check_bounds(&mut partitions, disk.size(), ss);
-        Ok(Table { kind: TableKind::Mbr, partitions, warnings: Vec::new() })
+        Ok(Table {
+            kind: TableKind::Mbr,
+            partitions,
+            warnings: Vec::new(),
+        })
     }
 
     fn type_name(sys: u8) -> Option<&'static str> {
@@ -411,6 +467,7 @@ mod mbr {
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects, clippy::as_conversions)]
 mod tests {
     use super::*;
     use crate::disk::reader::Disk;
@@ -424,7 +481,10 @@ mod tests {
             TempDisk(Disk::from_bytes(tag, bytes.to_vec()))
         }
         fn table(&self) -> Result<Table, TableError> {
-            let v = self.0.volume(0, self.0.size(), Budget::new(u64::MAX)).expect("volume");
+            let v = self
+                .0
+                .volume(0, self.0.size(), Budget::new(u64::MAX))
+                .expect("volume");
             read_table(&v, 512)
         }
     }
@@ -433,7 +493,10 @@ mod tests {
         b[at..at + v.len()].copy_from_slice(v);
     }
 
-    const LINUX: [u8; 16] = [0xaf, 0x3d, 0xc6, 0x0f, 0x83, 0x84, 0x72, 0x47, 0x8e, 0x79, 0x3d, 0x69, 0xd8, 0x47, 0x7d, 0xe4];
+    const LINUX: [u8; 16] = [
+        0xaf, 0x3d, 0xc6, 0x0f, 0x83, 0x84, 0x72, 0x47, 0x8e, 0x79, 0x3d, 0x69, 0xd8, 0x47, 0x7d,
+        0xe4,
+    ];
 
     /// Write a GPT header at `lba` pointing at an entry array at `entries_lba`.
     fn write_header(img: &mut [u8], lba: u64, alt: u64, entries_lba: u64, count: u32, esize: u32) {
@@ -471,7 +534,10 @@ mod tests {
             put(&mut img, e + 16, &[i as u8 + 1; 16]);
             put(&mut img, e + 32, &first.to_le_bytes());
             put(&mut img, e + 40, &end.to_le_bytes());
-            let name: Vec<u8> = "root".encode_utf16().flat_map(|c| c.to_le_bytes()).collect();
+            let name: Vec<u8> = "root"
+                .encode_utf16()
+                .flat_map(|c| c.to_le_bytes())
+                .collect();
             put(&mut img, e + 56, &name);
         }
         // The backup array is a copy of the primary one at last-32.
@@ -494,7 +560,10 @@ mod tests {
                         p.number,
                         p.start,
                         p.size,
-                        p.error.as_ref().map(|e| format!(" !{e}")).unwrap_or_default()
+                        p.error
+                            .as_ref()
+                            .map(|e| format!(" !{e}"))
+                            .unwrap_or_default()
                     ))
                     .collect::<Vec<_>>()
                     .join(", "),
@@ -595,7 +664,10 @@ mod tests {
         ebr(&mut img, 700, 10, 60, 0);
         let d = TempDisk::new(&img, "mbr");
         let t = d.table().expect("table");
-        assert_eq!(summary(&Ok(t.clone())), "Mbr [1:51200+51200, 5:107520+25600, 6:363520+30720] ");
+        assert_eq!(
+            summary(&Ok(t.clone())),
+            "Mbr [1:51200+51200, 5:107520+25600, 6:363520+30720] "
+        );
         assert_eq!(t.partitions[0].uuid.as_deref(), Some("12345678-01"));
         assert_eq!(t.partitions[2].type_name, Some("Linux"));
 
@@ -606,12 +678,19 @@ mod tests {
         put(&mut looping, 700 * 512 + 462 + 12, &1u32.to_le_bytes());
         put(&mut looping, 700 * 512 + 462 + 8, &300u32.to_le_bytes());
         let d = TempDisk::new(&looping, "mbr-loop");
-        assert!(summary(&d.table()).starts_with("error: corrupt mbr partition table"), "{}", summary(&d.table()));
+        assert!(
+            summary(&d.table()).starts_with("error: corrupt mbr partition table"),
+            "{}",
+            summary(&d.table())
+        );
 
         // Boot flags other than 0x00/0x80: not an MBR.
         let mut not_mbr = img.clone();
         put(&mut not_mbr, 446, &[0x42]);
-        assert_eq!(summary(&TempDisk::new(&not_mbr, "notmbr").table()), "None [] ");
+        assert_eq!(
+            summary(&TempDisk::new(&not_mbr, "notmbr").table()),
+            "None [] "
+        );
 
         // A protective MBR without any GPT header is a corrupt GPT.
         let mut prot = vec![0u8; 1 << 20];

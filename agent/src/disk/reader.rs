@@ -108,7 +108,8 @@ impl Disk {
     /// Open `path` read-only. A block device's size comes from `BLKGETSIZE64`, a file's from its
     /// length.
     pub fn open(path: &Path) -> Result<Arc<Disk>> {
-        let file = File::open(path).with_context(|| format!("failed to open '{}'", path.display()))?;
+        let file =
+            File::open(path).with_context(|| format!("failed to open '{}'", path.display()))?;
         let meta = file
             .metadata()
             .with_context(|| format!("failed to stat '{}'", path.display()))?;
@@ -120,7 +121,10 @@ impl Disk {
         } else if meta.is_file() {
             (meta.len(), 512)
         } else {
-            anyhow::bail!("'{}' is neither a disk image file nor a block device", path.display());
+            anyhow::bail!(
+                "'{}' is neither a disk image file nor a block device",
+                path.display()
+            );
         };
         Ok(Arc::new(Disk {
             source: Source::File(file),
@@ -187,7 +191,9 @@ impl Disk {
     /// Read from the device without the cache, aligned to pages, counting the bytes.
     fn read_aligned(&self, first_page: u64, pages: u64) -> io::Result<Vec<u8>> {
         let start = first_page.saturating_mul(PAGE);
-        let end = start.saturating_add(pages.saturating_mul(PAGE)).min(self.size);
+        let end = start
+            .saturating_add(pages.saturating_mul(PAGE))
+            .min(self.size);
         let len = usize::try_from(end.saturating_sub(start))
             .map_err(|_| io::Error::other("read too large for memory"))?;
         let mut buf = vec![0; len];
@@ -198,14 +204,22 @@ impl Disk {
             let n = match &self.source {
                 Source::File(f) => f.read_at(dst, at),
                 Source::Memory(m) => {
-                    let src = usize::try_from(at).ok().and_then(|a| m.get(a..)).unwrap_or_default();
+                    let src = usize::try_from(at)
+                        .ok()
+                        .and_then(|a| m.get(a..))
+                        .unwrap_or_default();
                     let n = src.len().min(dst.len());
-                    dst.get_mut(..n).unwrap_or_default().copy_from_slice(src.get(..n).unwrap_or_default());
+                    dst.get_mut(..n)
+                        .unwrap_or_default()
+                        .copy_from_slice(src.get(..n).unwrap_or_default());
                     Ok(n)
                 }
             }
             .map_err(|e| {
-                io::Error::new(e.kind(), format!("{}: read at {at:#x}: {e}", self.path.display()))
+                io::Error::new(
+                    e.kind(),
+                    format!("{}: read at {at:#x}: {e}", self.path.display()),
+                )
             })?;
             if n == 0 {
                 return Err(out_of_range(at, len.saturating_sub(done), self.size));
@@ -325,11 +339,16 @@ impl Budget {
 
     fn spend(&self, bytes: u64) -> io::Result<()> {
         if self.is_cancelled() {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "volume read cancelled"));
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "volume read cancelled",
+            ));
         }
         self.inner
             .remaining
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| r.checked_sub(bytes))
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
+                r.checked_sub(bytes)
+            })
             .map(|_| ())
             .map_err(|_| io::Error::other("volume read budget exhausted"))
     }
@@ -372,7 +391,11 @@ impl Volume {
                 pos: 0,
                 budget: self.budget.clone(),
             }),
-            _ => Err(out_of_range(start, usize::try_from(len).unwrap_or(usize::MAX), self.len)),
+            _ => Err(out_of_range(
+                start,
+                usize::try_from(len).unwrap_or(usize::MAX),
+                self.len,
+            )),
         }
     }
 }
@@ -389,7 +412,8 @@ impl ReadAt for Volume {
         }
         self.budget.spend(len)?;
         // Cannot overflow: start + len <= disk size, checked in `Disk::volume`.
-        self.disk.read_exact_at(self.start.saturating_add(offset), buf)
+        self.disk
+            .read_exact_at(self.start.saturating_add(offset), buf)
     }
 }
 
@@ -412,7 +436,10 @@ impl Seek for Volume {
             SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         };
         self.pos = new.ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the volume")
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the start of the volume",
+            )
         })?;
         Ok(self.pos)
     }
@@ -440,13 +467,19 @@ mod tests {
     #[test]
     fn opens_files_and_refuses_directories() {
         let path = std::env::temp_dir().join(format!("snapscan-reader-{}.img", std::process::id()));
-        std::fs::File::create(&path).and_then(|mut f| f.write_all(&[9u8; 5000])).expect("write");
+        std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(&[9u8; 5000]))
+            .expect("write");
         let disk = Disk::open(&path).expect("open");
         let mut buf = [0u8; 10];
-        disk.read_exact_at(4995, &mut buf[..5]).expect("read the tail");
+        disk.read_exact_at(4995, &mut buf[..5])
+            .expect("read the tail");
         assert_eq!((disk.size(), disk.bytes_read()), (5000, 904));
         std::fs::remove_file(&path).expect("remove");
-        assert!(Disk::open(&std::env::temp_dir()).is_err(), "a directory is not a disk");
+        assert!(
+            Disk::open(&std::env::temp_dir()).is_err(),
+            "a directory is not a disk"
+        );
     }
 
     #[test]
@@ -457,8 +490,13 @@ mod tests {
         disk.read_exact_at(4000, &mut buf).expect("read");
         assert_eq!(buf, bytes[4000..9000]);
         assert_eq!(disk.bytes_read(), 3 * PAGE, "pages 0..=2 read once each");
-        disk.read_exact_at(4100, &mut buf[..10]).expect("cached read");
-        assert_eq!(disk.bytes_read(), 3 * PAGE, "second read served from the cache");
+        disk.read_exact_at(4100, &mut buf[..10])
+            .expect("cached read");
+        assert_eq!(
+            disk.bytes_read(),
+            3 * PAGE,
+            "second read served from the cache"
+        );
         // The partial last page.
         let mut tail = [0u8; 100];
         disk.read_exact_at(3 * PAGE, &mut tail).expect("tail");
@@ -469,12 +507,23 @@ mod tests {
     fn volume_window_is_enforced() {
         let bytes = vec![7u8; 8192];
         let disk = disk_with(&bytes);
-        let vol = disk.volume(1024, 2048, Budget::new(u64::MAX)).expect("volume");
+        let vol = disk
+            .volume(1024, 2048, Budget::new(u64::MAX))
+            .expect("volume");
         let mut buf = [0u8; 16];
         assert!(vol.read_exact_at(2048 - 16, &mut buf).is_ok());
-        assert!(vol.read_exact_at(2048 - 15, &mut buf).is_err(), "one byte past the end");
-        assert!(vol.read_exact_at(u64::MAX - 2, &mut buf).is_err(), "overflowing offset");
-        assert!(disk.volume(8000, 200, Budget::new(1)).is_err(), "volume beyond the disk");
+        assert!(
+            vol.read_exact_at(2048 - 15, &mut buf).is_err(),
+            "one byte past the end"
+        );
+        assert!(
+            vol.read_exact_at(u64::MAX - 2, &mut buf).is_err(),
+            "overflowing offset"
+        );
+        assert!(
+            disk.volume(8000, 200, Budget::new(1)).is_err(),
+            "volume beyond the disk"
+        );
     }
 
     #[test]
@@ -484,7 +533,10 @@ mod tests {
         let vol = disk.volume(0, 4096, budget.clone()).expect("volume");
         let mut buf = [0u8; 60];
         assert!(vol.read_exact_at(0, &mut buf).is_ok());
-        assert!(vol.read_exact_at(0, &mut buf).is_err(), "budget of 100 spent");
+        assert!(
+            vol.read_exact_at(0, &mut buf).is_err(),
+            "budget of 100 spent"
+        );
         let other = disk.volume(0, 4096, Budget::new(u64::MAX)).expect("volume");
         other.budget().cancel();
         assert_eq!(
@@ -496,7 +548,9 @@ mod tests {
     #[test]
     fn read_and_seek_stop_at_the_end() {
         let disk = disk_with(&[3u8; 4096]);
-        let mut vol = disk.volume(4000, 96, Budget::new(u64::MAX)).expect("volume");
+        let mut vol = disk
+            .volume(4000, 96, Budget::new(u64::MAX))
+            .expect("volume");
         vol.seek(SeekFrom::End(-10)).expect("seek");
         let mut buf = [0u8; 64];
         assert_eq!(vol.read(&mut buf).expect("read"), 10);

@@ -44,9 +44,9 @@ where
             budget.cancel();
             Err(FsError::Timeout(started.elapsed().as_millis()))
         }
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            Err(FsError::Panic("parser thread ended without a result".into()))
-        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(FsError::Panic(
+            "parser thread ended without a result".into(),
+        )),
     }
 }
 
@@ -81,7 +81,9 @@ mod tests {
         let budget = Budget::new(u64::MAX);
         assert_eq!(run(&budget, Duration::from_secs(5), || Ok(7)), Ok(7));
         assert_eq!(
-            run::<(), _>(&budget, Duration::from_secs(5), || Err(FsError::Corrupt("x".into()))),
+            run::<(), _>(&budget, Duration::from_secs(5), || Err(FsError::Corrupt(
+                "x".into()
+            ))),
             Err(FsError::Corrupt("x".into()))
         );
         let got = run::<(), _>(&budget, Duration::from_secs(5), || panic!("boom {}", 42));
@@ -95,7 +97,13 @@ mod tests {
             }
             Ok(())
         });
-        assert!(matches!(got, Err(FsError::Timeout(ms)) if ms >= 50), "{got:?}");
-        assert!(budget.is_cancelled(), "a timeout cancels the volume's reads");
+        assert!(
+            matches!(got, Err(FsError::Timeout(ms)) if ms >= 50),
+            "{got:?}"
+        );
+        assert!(
+            budget.is_cancelled(),
+            "a timeout cancels the volume's reads"
+        );
     }
 }

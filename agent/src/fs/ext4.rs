@@ -66,8 +66,14 @@ impl Tree for Ext4Tree {
     }
 
     fn stat(&self, node: &PathBuf, path: &str) -> Result<Metadata, FsError> {
-        let md = self.fs.symlink_metadata(node).map_err(|e| map_err(e, path))?;
-        Ok(Metadata { file_type: file_type(md.file_type()), len: md.len() })
+        let md = self
+            .fs
+            .symlink_metadata(node)
+            .map_err(|e| map_err(e, path))?;
+        Ok(Metadata {
+            file_type: file_type(md.file_type()),
+            len: md.len(),
+        })
     }
 
     fn read_link(&self, node: &PathBuf, path: &str) -> Result<Vec<u8>, FsError> {

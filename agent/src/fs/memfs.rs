@@ -17,7 +17,9 @@ pub struct MemTree {
 
 impl Default for MemTree {
     fn default() -> Self {
-        MemTree { nodes: vec![Node::Dir(Vec::new())] }
+        MemTree {
+            nodes: vec![Node::Dir(Vec::new())],
+        }
     }
 }
 
@@ -49,7 +51,11 @@ impl MemTree {
             dir = match existing {
                 Some(i) if !last => i,
                 _ => {
-                    let new = if last { node.clone() } else { Node::Dir(Vec::new()) };
+                    let new = if last {
+                        node.clone()
+                    } else {
+                        Node::Dir(Vec::new())
+                    };
                     self.nodes.push(new);
                     let idx = self.nodes.len() - 1;
                     if let Node::Dir(entries) = &mut self.nodes[dir] {
@@ -91,7 +97,10 @@ impl Tree for MemTree {
             Node::File(d) => d.len() as u64,
             Node::Symlink(t) => t.len() as u64,
         };
-        Ok(Metadata { file_type: self.kind(*node), len })
+        Ok(Metadata {
+            file_type: self.kind(*node),
+            len,
+        })
     }
 
     fn read_link(&self, node: &usize, path: &str) -> Result<Vec<u8>, FsError> {
@@ -112,7 +121,10 @@ impl Tree for MemTree {
         match &self.nodes[*node] {
             Node::Dir(e) => Ok(e
                 .iter()
-                .map(|(n, i)| DirEntry { name: n.clone(), file_type: self.kind(*i) })
+                .map(|(n, i)| DirEntry {
+                    name: n.clone(),
+                    file_type: self.kind(*i),
+                })
                 .collect()),
             _ => Err(FsError::NotADirectory(path.to_owned())),
         }

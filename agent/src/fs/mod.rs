@@ -157,7 +157,12 @@ pub trait Tree {
     /// The root directory.
     fn root(&self) -> Self::Node;
     /// Find `name` in directory `dir`; `Ok(None)` if absent. `path` is for error messages.
-    fn lookup(&self, dir: &Self::Node, name: &str, path: &str) -> Result<Option<Self::Node>, FsError>;
+    fn lookup(
+        &self,
+        dir: &Self::Node,
+        name: &str,
+        path: &str,
+    ) -> Result<Option<Self::Node>, FsError>;
     /// Kind and size of a node.
     fn stat(&self, node: &Self::Node, path: &str) -> Result<Metadata, FsError>;
     /// A symlink's target.
@@ -307,18 +312,66 @@ mod tests {
             want: Result<&'static str, &'static str>,
         }
         let cases = [
-            Case { name: "plain", path: "/etc/os-release", want: Ok("ID=debian\n") },
-            Case { name: "relative", path: "etc/os-release", want: Ok("ID=debian\n") },
-            Case { name: "usr-merge link", path: "/bin/ls", want: Ok("ELF") },
-            Case { name: "absolute target", path: "/etc/abs", want: Ok("ID=debian\n") },
-            Case { name: "dotdot stops at root", path: "/etc/escape", want: Ok("ID=debian\n") },
-            Case { name: "absolute dotdot", path: "/etc/outside", want: Ok("ID=debian\n") },
-            Case { name: "dotdot in path", path: "/../../etc/../etc/./os-release", want: Ok("ID=debian\n") },
-            Case { name: "loop", path: "/loop/a", want: Err("symlink_loop") },
-            Case { name: "self loop", path: "/self/x", want: Err("symlink_loop") },
-            Case { name: "dangling", path: "/dangling", want: Err("not_found") },
-            Case { name: "file as dir", path: "/etc/os-release/x", want: Err("not_a_directory") },
-            Case { name: "dir as file", path: "/etc", want: Err("is_a_directory") },
+            Case {
+                name: "plain",
+                path: "/etc/os-release",
+                want: Ok("ID=debian\n"),
+            },
+            Case {
+                name: "relative",
+                path: "etc/os-release",
+                want: Ok("ID=debian\n"),
+            },
+            Case {
+                name: "usr-merge link",
+                path: "/bin/ls",
+                want: Ok("ELF"),
+            },
+            Case {
+                name: "absolute target",
+                path: "/etc/abs",
+                want: Ok("ID=debian\n"),
+            },
+            Case {
+                name: "dotdot stops at root",
+                path: "/etc/escape",
+                want: Ok("ID=debian\n"),
+            },
+            Case {
+                name: "absolute dotdot",
+                path: "/etc/outside",
+                want: Ok("ID=debian\n"),
+            },
+            Case {
+                name: "dotdot in path",
+                path: "/../../etc/../etc/./os-release",
+                want: Ok("ID=debian\n"),
+            },
+            Case {
+                name: "loop",
+                path: "/loop/a",
+                want: Err("symlink_loop"),
+            },
+            Case {
+                name: "self loop",
+                path: "/self/x",
+                want: Err("symlink_loop"),
+            },
+            Case {
+                name: "dangling",
+                path: "/dangling",
+                want: Err("not_found"),
+            },
+            Case {
+                name: "file as dir",
+                path: "/etc/os-release/x",
+                want: Err("not_a_directory"),
+            },
+            Case {
+                name: "dir as file",
+                path: "/etc",
+                want: Err("is_a_directory"),
+            },
         ];
         for c in cases {
             let got = fs
@@ -338,12 +391,18 @@ mod tests {
         );
         assert_eq!(fs.metadata("/bin").map(|m| m.file_type), Ok(FileType::Dir));
         assert_eq!(fs.read_link("/bin").as_deref(), Ok("usr/bin"));
-        assert_eq!(fs.read_link("/etc").map_err(|e| e.kind()), Err("not_a_symlink"));
+        assert_eq!(
+            fs.read_link("/etc").map_err(|e| e.kind()),
+            Err("not_a_symlink")
+        );
         assert_eq!(
             fs.read_file("/etc/os-release", 3).map_err(|e| e.kind()),
             Err("too_large")
         );
-        assert_eq!(fs.read_prefix("/etc/os-release", 2).as_deref(), Ok(&b"ID"[..]));
+        assert_eq!(
+            fs.read_prefix("/etc/os-release", 2).as_deref(),
+            Ok(&b"ID"[..])
+        );
         let names: Vec<_> = fs
             .read_dir("/bin")
             .expect("list")

@@ -30,8 +30,12 @@ pub struct NtfsTree {
 pub fn open(volume: Volume) -> Result<Rooted<NtfsTree>, FsError> {
     let mut io = BufReader::with_capacity(4096, volume);
     let mut ntfs = Ntfs::new(&mut io).map_err(|e| map_err(e, "/"))?;
-    ntfs.read_upcase_table(&mut io).map_err(|e| map_err(e, "$UpCase"))?;
-    Ok(Rooted(NtfsTree { ntfs, io: RefCell::new(io) }))
+    ntfs.read_upcase_table(&mut io)
+        .map_err(|e| map_err(e, "$UpCase"))?;
+    Ok(Rooted(NtfsTree {
+        ntfs,
+        io: RefCell::new(io),
+    }))
 }
 
 fn map_err(e: ntfs::NtfsError, path: &str) -> FsError {
@@ -44,12 +48,17 @@ fn map_err(e: ntfs::NtfsError, path: &str) -> FsError {
 impl NtfsTree {
     fn file(&self, record: u64, path: &str) -> Result<NtfsFile<'_>, FsError> {
         let mut io = self.io.borrow_mut();
-        self.ntfs.file(&mut *io, record).map_err(|e| map_err(e, path))
+        self.ntfs
+            .file(&mut *io, record)
+            .map_err(|e| map_err(e, path))
     }
 
     fn is_reparse_point(file: &NtfsFile<'_>) -> bool {
         file.info()
-            .map(|i| i.file_attributes().contains(NtfsFileAttributeFlags::REPARSE_POINT))
+            .map(|i| {
+                i.file_attributes()
+                    .contains(NtfsFileAttributeFlags::REPARSE_POINT)
+            })
             .unwrap_or(false)
     }
 
@@ -75,7 +84,9 @@ impl Tree for NtfsTree {
     fn lookup(&self, dir: &u64, name: &str, path: &str) -> Result<Option<u64>, FsError> {
         let file = self.file(*dir, path)?;
         let mut io = self.io.borrow_mut();
-        let index = file.directory_index(&mut *io).map_err(|e| map_err(e, path))?;
+        let index = file
+            .directory_index(&mut *io)
+            .map_err(|e| map_err(e, path))?;
         let mut finder = index.finder();
         match NtfsFileNameIndex::find(&mut finder, &self.ntfs, &mut *io, name) {
             None => Ok(None),
@@ -89,13 +100,22 @@ impl Tree for NtfsTree {
     fn stat(&self, node: &u64, path: &str) -> Result<Metadata, FsError> {
         let file = self.file(*node, path)?;
         if Self::is_reparse_point(&file) {
-            return Ok(Metadata { file_type: FileType::Other, len: 0 });
+            return Ok(Metadata {
+                file_type: FileType::Other,
+                len: 0,
+            });
         }
         if file.is_directory() {
-            return Ok(Metadata { file_type: FileType::Dir, len: 0 });
+            return Ok(Metadata {
+                file_type: FileType::Dir,
+                len: 0,
+            });
         }
         let len = self.data_len(&file, path)?;
-        Ok(Metadata { file_type: FileType::File, len })
+        Ok(Metadata {
+            file_type: FileType::File,
+            len,
+        })
     }
 
     fn read_link(&self, _node: &u64, path: &str) -> Result<Vec<u8>, FsError> {
@@ -123,7 +143,9 @@ impl Tree for NtfsTree {
     fn list(&self, node: &u64, path: &str) -> Result<Vec<DirEntry>, FsError> {
         let file = self.file(*node, path)?;
         let mut io = self.io.borrow_mut();
-        let index = file.directory_index(&mut *io).map_err(|e| map_err(e, path))?;
+        let index = file
+            .directory_index(&mut *io)
+            .map_err(|e| map_err(e, path))?;
         let mut entries = index.entries();
         let mut out = Vec::new();
         while let Some(entry) = entries.next(&mut *io) {
@@ -137,7 +159,9 @@ impl Tree for NtfsTree {
             if name == "." {
                 continue;
             }
-            let reparse = key.file_attributes().contains(NtfsFileAttributeFlags::REPARSE_POINT);
+            let reparse = key
+                .file_attributes()
+                .contains(NtfsFileAttributeFlags::REPARSE_POINT);
             let file_type = if reparse {
                 FileType::Other
             } else if key.is_directory() {

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The one command that runs every check snapscan has, as CI runs it (root, Debian 12):
+# installs the Debian packages the tests need, builds everything, then runs format and lint
+# checks, all unit and end-to-end tests, and a short fuzzing smoke run of every fuzz target.
+#
+# Fixture images (debootstrap output included) are cached in $SNAPSCAN_TEST_CACHE
+# (default /var/cache/snapscan-tests) so later runs skip building them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/test-all.sh must run as root (loop devices, mounts, package installs)" >&2
+    exit 1
+fi
+
+export SNAPSCAN_TEST_CACHE="${SNAPSCAN_TEST_CACHE:-/var/cache/snapscan-tests}"
+export CARGO_TERM_COLOR=never
+FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "Debian packages"
+packages=(
+    e2fsprogs xfsprogs btrfs-progs dosfstools exfatprogs ntfs-3g gdisk fdisk util-linux
+    lvm2 cryptsetup-bin libhivex-bin debootstrap zstd
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+    echo "all present"
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+cargo test --workspace --locked
+
+step "fuzz smoke (${FUZZ_SECONDS}s per target)"
+if ! command -v cargo-fuzz >/dev/null; then
+    cargo install cargo-fuzz --locked --quiet
+fi
+scripts/fuzz-smoke.sh "$FUZZ_SECONDS"
+
+step "all checks passed"
