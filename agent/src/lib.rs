@@ -7,6 +7,7 @@
 //! [`inspect`] (the disk report that `snapscan inspect` prints).
 #![deny(missing_docs)]
 
+mod bytes;
 pub mod cli;
 pub mod detect;
 pub mod disk;

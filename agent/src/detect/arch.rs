@@ -55,6 +55,7 @@ enum Endian {
     Big,
 }
 
+use crate::bytes::arr;
 use Class::{Elf32, Elf64};
 use Endian::{Big, Little};
 use Is::{Any, Only};
@@ -103,11 +104,6 @@ const PE_MACHINES: &[(u16, &str)] = &[
     (0x6232, "loongarch32"), // LOONGARCH32
 ];
 
-/// `N` bytes of `head` at `offset`, or `None` if they are not all there.
-fn field<const N: usize>(head: &[u8], offset: usize) -> Option<[u8; N]> {
-    head.get(offset..offset.checked_add(N)?)?.try_into().ok()
-}
-
 /// Architecture of an ELF file from its first bytes (`x86_64`, `aarch64`, ...): `None` when the
 /// bytes are not an ELF header or name a machine not in the table.
 pub fn elf_arch(head: &[u8]) -> Option<&'static str> {
@@ -124,7 +120,7 @@ pub fn elf_arch(head: &[u8]) -> Option<&'static str> {
         2 => Big,
         _ => return None,
     };
-    let raw = field::<2>(head, 0x12)?; // e_machine, after e_ident[16] and e_type
+    let raw = arr::<2>(head, 0x12)?; // e_machine, after e_ident[16] and e_type
     let machine = match endian {
         Little => u16::from_le_bytes(raw),
         Big => u16::from_be_bytes(raw),
@@ -142,11 +138,11 @@ pub fn pe_arch(head: &[u8]) -> Option<&'static str> {
     if head.get(..2)? != b"MZ" {
         return None;
     }
-    let e_lfanew = usize::try_from(u32::from_le_bytes(field::<4>(head, 0x3c)?)).ok()?;
-    if &field::<4>(head, e_lfanew)? != b"PE\0\0" {
+    let e_lfanew = usize::try_from(u32::from_le_bytes(arr::<4>(head, 0x3c)?)).ok()?;
+    if &arr::<4>(head, e_lfanew)? != b"PE\0\0" {
         return None;
     }
-    let machine = u16::from_le_bytes(field::<2>(head, e_lfanew.checked_add(4)?)?);
+    let machine = u16::from_le_bytes(arr::<2>(head, e_lfanew.checked_add(4)?)?);
     PE_MACHINES
         .iter()
         .find(|(m, _)| *m == machine)

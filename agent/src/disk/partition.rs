@@ -167,6 +167,7 @@ fn check_bounds(parts: &mut [Partition], disk_size: u64, first_usable: u64) {
 mod gpt {
     //! GPT headers and entry arrays (UEFI spec 2.10, section 5.3).
     use super::*;
+    use crate::bytes::{le32, le64, ms_guid, utf16z};
 
     const SIGNATURE: &[u8; 8] = b"EFI PART";
 
@@ -179,18 +180,6 @@ mod gpt {
         entries_crc: u32,
     }
 
-    fn le_u32(b: &[u8], at: usize) -> Option<u32> {
-        Some(u32::from_le_bytes(
-            b.get(at..at.checked_add(4)?)?.try_into().ok()?,
-        ))
-    }
-
-    fn le_u64(b: &[u8], at: usize) -> Option<u64> {
-        Some(u64::from_le_bytes(
-            b.get(at..at.checked_add(8)?)?.try_into().ok()?,
-        ))
-    }
-
     /// Parse and check the header in sector `lba`; `Err` says why it is unusable.
     fn header(disk: &Volume, lba: u64, ss: u64) -> Result<Header, String> {
         let at = lba.checked_mul(ss).ok_or("header LBA overflows")?;
@@ -200,12 +189,12 @@ mod gpt {
             return Err(format!("no signature at LBA {lba}"));
         }
         let field = |v: Option<u32>| v.ok_or_else(|| "truncated header".to_owned());
-        let header_size = field(le_u32(&b, 12))?;
+        let header_size = field(le32(&b, 12))?;
         let hs = usize::try_from(header_size).map_err(|_| "header size")?;
         if hs < 92 || hs > len {
             return Err(format!("header size {header_size} is invalid"));
         }
-        let stored_crc = field(le_u32(&b, 16))?;
+        let stored_crc = field(le32(&b, 16))?;
         let mut h = b.get(..hs).ok_or("truncated header")?.to_vec();
         if let Some(crc) = h.get_mut(16..20) {
             crc.fill(0);
@@ -213,17 +202,17 @@ mod gpt {
         if crc32fast::hash(&h) != stored_crc {
             return Err(format!("header CRC mismatch at LBA {lba}"));
         }
-        let my_lba = le_u64(&b, 24).ok_or("truncated header")?;
+        let my_lba = le64(&b, 24).ok_or("truncated header")?;
         if my_lba != lba {
             return Err(format!("header at LBA {lba} says it is at LBA {my_lba}"));
         }
         let header = Header {
-            alternate_lba: le_u64(&b, 32).ok_or("truncated header")?,
-            first_usable: le_u64(&b, 40).ok_or("truncated header")?,
-            entries_lba: le_u64(&b, 72).ok_or("truncated header")?,
-            entry_count: field(le_u32(&b, 80))?,
-            entry_size: field(le_u32(&b, 84))?,
-            entries_crc: field(le_u32(&b, 88))?,
+            alternate_lba: le64(&b, 32).ok_or("truncated header")?,
+            first_usable: le64(&b, 40).ok_or("truncated header")?,
+            entries_lba: le64(&b, 72).ok_or("truncated header")?,
+            entry_count: field(le32(&b, 80))?,
+            entry_size: field(le32(&b, 84))?,
+            entries_crc: field(le32(&b, 88))?,
         };
         if header.entry_size < 128 || !header.entry_size.is_multiple_of(8) {
             return Err(format!(
@@ -263,22 +252,10 @@ mod gpt {
             if type_guid == [0; 16] {
                 continue;
             }
-            let first = le_u64(e, 32).unwrap_or(0);
-            let last = le_u64(e, 40).unwrap_or(0);
-            let type_id = guid(&type_guid);
-            let name: Vec<u16> = e
-                .get(56..128)
-                .unwrap_or_default()
-                .chunks_exact(2)
-                .map(|c| {
-                    u16::from_le_bytes([
-                        c.first().copied().unwrap_or(0),
-                        c.get(1).copied().unwrap_or(0),
-                    ])
-                })
-                .take_while(|&c| c != 0)
-                .collect();
-            let name = String::from_utf16_lossy(&name);
+            let first = le64(e, 32).unwrap_or(0);
+            let last = le64(e, 40).unwrap_or(0);
+            let type_id = ms_guid(&type_guid).unwrap_or_default();
+            let name = utf16z(e.get(56..128).unwrap_or_default());
             let sectors = last.checked_sub(first).and_then(|n| n.checked_add(1));
             parts.push(Partition {
                 number: u32::try_from(i)
@@ -290,10 +267,7 @@ mod gpt {
                 type_name: type_name(&type_id),
                 type_id,
                 name: (!name.is_empty()).then_some(name),
-                uuid: e
-                    .get(16..32)
-                    .and_then(|s| s.try_into().ok())
-                    .map(|g: [u8; 16]| guid(&g)),
+                uuid: e.get(16..32).and_then(ms_guid),
                 error: None,
             });
         }
@@ -350,15 +324,6 @@ mod gpt {
             "gpt",
             last_error.unwrap_or_else(|| warnings.join("; ")),
         ))
-    }
-
-    /// Format a GPT GUID (first three fields little-endian) in lowercase.
-    pub(super) fn guid(g: &[u8; 16]) -> String {
-        let [a0, a1, a2, a3, b0, b1, c0, c1, d @ ..] = *g;
-        let [d0, d1, d2, d3, d4, d5, d6, d7] = d;
-        format!(
-            "{a3:02x}{a2:02x}{a1:02x}{a0:02x}-{b1:02x}{b0:02x}-{c1:02x}{c0:02x}-{d0:02x}{d1:02x}-{d2:02x}{d3:02x}{d4:02x}{d5:02x}{d6:02x}{d7:02x}"
-        )
     }
 
     fn type_name(guid: &str) -> Option<&'static str> {
@@ -700,10 +665,5 @@ mod tests {
             summary(&TempDisk::new(&prot, "prot").table()),
             "error: corrupt gpt partition table: protective MBR but no valid GPT header (primary or backup)"
         );
-    }
-
-    #[test]
-    fn guid_format() {
-        assert_eq!(gpt::guid(&LINUX), "0fc63daf-8483-4772-8e79-3d69d8477de4");
     }
 }

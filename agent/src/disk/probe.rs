@@ -28,7 +28,12 @@ use std::io;
 
 use serde::Serialize;
 
+use crc::{Algorithm, Crc};
+
 use super::reader::{read_vec, ReadAt};
+use crate::bytes::{
+    arr, be16, be32, be64, byte, dce_uuid, field_is, get, le16, le32, le64, ms_guid, utf16z,
+};
 
 /// What a volume holds, named as in the `inspect --json` output (`blkid`'s TYPE, lowercased).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -200,49 +205,6 @@ impl<R: ReadAt + ?Sized> Source<'_, R> {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Byte helpers: every one returns `None` instead of panicking when the field is out of range.
-
-fn get(b: &[u8], off: usize, len: usize) -> Option<&[u8]> {
-    b.get(off..off.checked_add(len)?)
-}
-
-fn arr<const N: usize>(b: &[u8], off: usize) -> Option<[u8; N]> {
-    get(b, off, N)?.try_into().ok()
-}
-
-fn byte(b: &[u8], off: usize) -> Option<u8> {
-    b.get(off).copied()
-}
-
-fn le16(b: &[u8], off: usize) -> Option<u16> {
-    arr(b, off).map(u16::from_le_bytes)
-}
-
-fn le32(b: &[u8], off: usize) -> Option<u32> {
-    arr(b, off).map(u32::from_le_bytes)
-}
-
-fn le64(b: &[u8], off: usize) -> Option<u64> {
-    arr(b, off).map(u64::from_le_bytes)
-}
-
-fn be16(b: &[u8], off: usize) -> Option<u16> {
-    arr(b, off).map(u16::from_be_bytes)
-}
-
-fn be32(b: &[u8], off: usize) -> Option<u32> {
-    arr(b, off).map(u32::from_be_bytes)
-}
-
-fn be64(b: &[u8], off: usize) -> Option<u64> {
-    arr(b, off).map(u64::from_be_bytes)
-}
-
-fn field_is(b: &[u8], off: usize, want: &[u8]) -> bool {
-    get(b, off, want.len()) == Some(want)
-}
-
 fn usize_from(v: impl Into<u64>) -> Option<usize> {
     usize::try_from(v.into()).ok()
 }
@@ -266,40 +228,7 @@ fn c_label(raw: &[u8]) -> Option<String> {
 /// A UTF-16LE label (NTFS, exFAT, BitLocker), up to the first NUL, lossy, trailing whitespace
 /// removed.
 fn utf16_label(raw: &[u8]) -> Option<String> {
-    let units = raw
-        .chunks_exact(2)
-        .filter_map(|c| <[u8; 2]>::try_from(c).ok().map(u16::from_le_bytes))
-        .take_while(|&u| u != 0);
-    let s: String = char::decode_utf16(units)
-        .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
-        .collect();
-    label_from(&s)
-}
-
-fn hex_lower(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// A DCE UUID in blkid's form (`8-4-4-4-12`, lowercase); `None` when all zero.
-fn dce_uuid(b: &[u8]) -> Option<String> {
-    if b.len() != 16 || b.iter().all(|&x| x == 0) {
-        return None;
-    }
-    Some(format!(
-        "{}-{}-{}-{}-{}",
-        hex_lower(get(b, 0, 4)?),
-        hex_lower(get(b, 4, 2)?),
-        hex_lower(get(b, 6, 2)?),
-        hex_lower(get(b, 8, 2)?),
-        hex_lower(get(b, 10, 6)?)
-    ))
-}
-
-/// A Microsoft GUID (first three groups little-endian) in blkid's form; `None` when all zero.
-fn ms_guid(b: &[u8]) -> Option<String> {
-    let g: [u8; 16] = get(b, 0, 16)?.try_into().ok()?;
-    let [a0, a1, a2, a3, b0, b1, c0, c1, rest @ ..] = g;
-    dce_uuid(&[[a3, a2, a1, a0, b1, b0, c1, c0].as_slice(), rest.as_slice()].concat())
+    label_from(&utf16z(raw))
 }
 
 /// A FAT/exFAT volume serial as blkid prints it (`XXXX-XXXX`); `None` when zero.
@@ -308,28 +237,24 @@ fn fat_serial(serial: [u8; 4]) -> Option<String> {
     (serial != [0; 4]).then(|| format!("{d:02X}{c:02X}-{b:02X}{a:02X}"))
 }
 
-/// Reflected CRC-32 without the final inversion: `crc32c_raw(!0, data)` is what ext4 stores,
-/// its complement is the standard CRC32C (XFS, Btrfs).
-fn crc32_reflected(poly: u32, mut crc: u32, data: &[u8]) -> u32 {
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            let mask = (crc & 1).wrapping_neg();
-            crc = (crc.wrapping_shr(1)) ^ (poly & mask);
-        }
-    }
-    crc
-}
-
-/// CRC32C (Castagnoli) update without the final inversion.
-fn crc32c_raw(crc: u32, data: &[u8]) -> u32 {
-    crc32_reflected(0x82F6_3B78, crc, data)
-}
-
-/// The standard CRC32C of `data`.
-fn crc32c(data: &[u8]) -> u32 {
-    !crc32c_raw(!0, data)
-}
+/// CRC32C (Castagnoli), as XFS and Btrfs store it.
+const CRC32C: Crc<u32> = Crc::<u32>::new(&crc::CRC_32_ISCSI);
+/// CRC32C without the final inversion, as ext4's `metadata_csum` stores it.
+const CRC32C_EXT4: Crc<u32> = Crc::<u32>::new(&Algorithm {
+    xorout: 0,
+    check: 0x1CF9_6D7C,
+    residue: 0,
+    ..crc::CRC_32_ISCSI
+});
+/// LVM2's label CRC: CRC-32 with the initial value 0xf597a6cf and no final inversion
+/// (`calc_crc` in LVM2's `lib/misc/crc.c`).
+const CRC32_LVM: Crc<u32> = Crc::<u32>::new(&Algorithm {
+    init: 0xf597_a6cf_u32.reverse_bits(),
+    xorout: 0,
+    check: 0,
+    residue: 0,
+    ..crc::CRC_32_ISO_HDLC
+});
 
 // ---------------------------------------------------------------------------------------------
 // Linux md RAID.
@@ -435,9 +360,7 @@ fn lvm2_label<R: ReadAt + ?Sized>(src: &Source<'_, R>, sector: u64) -> Option<Pr
         return None;
     }
     // sector_xl names the sector the label sits in; crc_xl covers offset_xl to the sector end.
-    if le64(&b, 8)? != sector
-        || le32(&b, 16)? != crc32_reflected(0xEDB8_8320, 0xf597_a6cf, b.get(20..)?)
-    {
+    if le64(&b, 8)? != sector || le32(&b, 16)? != CRC32_LVM.checksum(b.get(20..)?) {
         return None;
     }
     let raw = get(&b, 32, 32)?;
@@ -870,7 +793,7 @@ fn probe_xfs<R: ReadAt + ?Sized>(src: &Source<'_, R>) -> Option<Probe> {
         let mut sector = src.read(0, usize::from(sectsize))?;
         let stored = le32(&sector, 224)?;
         sector.get_mut(224..228)?.fill(0);
-        if crc32c(&sector) != stored {
+        if CRC32C.checksum(&sector) != stored {
             return None;
         }
     }
@@ -907,7 +830,7 @@ fn probe_ext<R: ReadAt + ?Sized>(src: &Source<'_, R>) -> Option<Probe> {
         return None;
     }
     if ro_compat & EXT4_RO_COMPAT_METADATA_CSUM != 0
-        && crc32c_raw(!0, get(&sb, 0, 1020)?) != le32(&sb, 1020)?
+        && CRC32C_EXT4.checksum(get(&sb, 0, 1020)?) != le32(&sb, 1020)?
     {
         return None;
     }
@@ -1067,7 +990,7 @@ fn probe_btrfs<R: ReadAt + ?Sized>(src: &Source<'_, R>) -> Option<Probe> {
     let sb = src.read(BTRFS_SB, 4096)?;
     // csum_type 0 is CRC32C over the rest of the 4 KiB superblock. xxhash64, SHA-256 and BLAKE2b
     // superblocks are taken on the magic alone (blkid checks the first two; see the report).
-    if le16(&sb, 196)? == 0 && crc32c(sb.get(32..)?) != le32(&sb, 0)? {
+    if le16(&sb, 196)? == 0 && CRC32C.checksum(sb.get(32..)?) != le32(&sb, 0)? {
         return None;
     }
     if le32(&sb, 144)? == 0 {
@@ -1261,7 +1184,7 @@ mod tests {
     }
 
     fn ext_csum(mut i: Img) -> Img {
-        let crc = crc32c_raw(!0, &i.0[1024..2044]);
+        let crc = CRC32C_EXT4.checksum(&i.0[1024..2044]);
         i.le32(2044, crc);
         i
     }
@@ -1284,7 +1207,7 @@ mod tests {
             .put(127, &[25])
             .be32(200, if v5 { 0x18a } else { 0x8a });
         if v5 {
-            let crc = crc32c(&i.0[..512]);
+            let crc = CRC32C.checksum(&i.0[..512]);
             i.le32(224, crc);
         }
         i
@@ -1304,7 +1227,7 @@ mod tests {
 
     fn btrfs_csum(mut i: Img) -> Img {
         let sb = 0x10000;
-        let crc = crc32c(&i.0[sb + 32..sb + 4096]);
+        let crc = CRC32C.checksum(&i.0[sb + 32..sb + 4096]);
         i.le32(sb, crc);
         i
     }
@@ -1454,7 +1377,7 @@ mod tests {
             .le32(s + 20, 32)
             .put(s + 24, b"LVM2 001")
             .put(s + 32, pv_uuid);
-        let crc = crc32_reflected(0xEDB8_8320, 0xf597_a6cf, &i.0[s + 20..s + 512]);
+        let crc = CRC32_LVM.checksum(&i.0[s + 20..s + 512]);
         i.le32(s + 16, crc);
         i
     }
@@ -2186,8 +2109,7 @@ mod tests {
 
     #[test]
     fn crc_known_answers() {
-        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
-        assert_eq!(!crc32_reflected(0xEDB8_8320, !0, b"123456789"), 0xCBF4_3926);
+        assert_eq!(CRC32C.checksum(b"123456789"), 0xE306_9283);
     }
 
     /// Every valid fixture above, for the truncation and mutation tests.
