@@ -22,7 +22,7 @@ step() { printf '\n=== %s\n' "$*"; }
 step "Debian packages"
 packages=(
     e2fsprogs xfsprogs btrfs-progs dosfstools exfatprogs ntfs-3g gdisk fdisk util-linux
-    lvm2 cryptsetup-bin libhivex-bin debootstrap zstd
+    lvm2 cryptsetup-bin libhivex-bin debootstrap mtools zstd
 )
 missing=()
 for p in "${packages[@]}"; do
