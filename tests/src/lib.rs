@@ -20,6 +20,7 @@ pub fn cache_dir() -> PathBuf {
                 .join("target")
                 .join("fixture-cache")
         });
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     dir
 }
