@@ -8,6 +8,7 @@ pub mod images;
 pub mod windows;
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 /// Where built fixtures are cached: `$SNAPSCAN_TEST_CACHE`, else `target/fixture-cache` in the
 /// workspace. Created on first use.
@@ -23,4 +24,37 @@ pub fn cache_dir() -> PathBuf {
     std::fs::create_dir_all(&dir)
         .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     dir
+}
+
+/// The `snapscan` binary of this workspace, built (once per test process) in the same profile
+/// as the tests. `CARGO_BIN_EXE_*` only exists for a package's own binaries, and the binary is
+/// in the `snapscan` package, hence the explicit build.
+pub fn snapscan_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // target/<profile>/deps/<test> -> target/<profile>
+        let exe = std::env::current_exe().expect("current test executable");
+        let profile_dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("test executable under target/<profile>/deps")
+            .to_path_buf();
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "snapscan", "--bin", "snapscan"])
+            .arg("--manifest-path")
+            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"));
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .status()
+            .expect("run cargo build for the snapscan binary");
+        assert!(status.success(), "cargo build -p snapscan failed");
+        let bin = profile_dir.join("snapscan");
+        assert!(bin.is_file(), "no binary at {}", bin.display());
+        bin
+    })
+    .clone()
 }
