@@ -80,8 +80,10 @@ impl OsInfo {
 }
 
 /// Detect the OS on one volume: `Ok(None)` for a volume without an OS root (a /boot or data
-/// volume). Errors are device or corruption errors that stopped detection.
+/// volume). Errors are device or corruption errors that stopped detection; a volume whose root
+/// directory cannot be listed is one (it is damaged, not empty).
 pub fn detect(fs: &dyn RootFs) -> Result<Option<OsInfo>, FsError> {
+    fs.read_dir("/")?;
     if let Some(os) = windows::detect(fs)? {
         return Ok(Some(os));
     }
