@@ -38,7 +38,7 @@ pub use catalogue::catalogue;
 pub use roots::debian_root;
 
 /// Bump to rebuild every cached image.
-pub const IMAGES_REV: u32 = 1;
+pub const IMAGES_REV: u32 = 2;
 
 /// The host name written into the cached Debian tree.
 pub const DEBIAN_HOSTNAME: &str = "debian-fixture";

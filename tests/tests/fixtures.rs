@@ -33,6 +33,7 @@ macro_rules! fixture_tests {
 
 fixture_tests! {
     debian_ext4_gpt => "debian-ext4-gpt",
+    debian_ext4_gpt_64g => "debian-ext4-gpt-64g",
     debian_xfs_mbr => "debian-xfs-mbr",
     debian_btrfs => "debian-btrfs",
     debian_lvm => "debian-lvm",

@@ -74,6 +74,19 @@ const RECIPES: &[Recipe] = &[
         build: debian_ext4_gpt,
     },
     Recipe {
+        name: "debian-ext4-gpt-64g",
+        what: "the same Debian GPT disk at 64 GiB (sparse): inspect reads must not grow with size",
+        rev: 1,
+        needs_root: true,
+        debian: true,
+        expect: || Expect {
+            partition_table: "gpt",
+            volumes: vec![vol("vfat", Some("EFI"), false), vol("ext4", Some("root"), true)],
+            os: Some(debian(1)),
+        },
+        build: debian_ext4_gpt_64g,
+    },
+    Recipe {
         name: "debian-xfs-mbr",
         what: "MBR disk with one XFS root holding a real Debian 12 (kernel-mount path, MBR)",
         rev: 1,
@@ -510,8 +523,17 @@ fn esp_tree(work: &Path, windows: bool) -> anyhow::Result<std::path::PathBuf> {
 const DEBIAN_FS_MIB: u64 = 448;
 
 fn debian_ext4_gpt(work: &Path, out: &Path) -> anyhow::Result<()> {
+    debian_ext4_gpt_sized(work, out, 2048)
+}
+
+fn debian_ext4_gpt_64g(work: &Path, out: &Path) -> anyhow::Result<()> {
+    debian_ext4_gpt_sized(work, out, 64 * 1024)
+}
+
+/// The Debian GPT disk at any size (`DISK_MIB`), to show that inspect's reads do not grow with it.
+#[allow(non_snake_case)]
+fn debian_ext4_gpt_sized(work: &Path, out: &Path, DISK_MIB: u64) -> anyhow::Result<()> {
     let debian = debian_root()?;
-    const DISK_MIB: u64 = 2048;
     const ESP_MIB: u64 = 32;
     // 1 MiB before the first partition for the GPT, 1 MiB after the last for the backup.
     let root_mib = DISK_MIB - 1 - ESP_MIB - 1;

@@ -202,22 +202,50 @@ fn write_mbr(
 /// Copy the image `src` into `disk` at byte `offset`, leaving the rest of `disk` as it is and
 /// keeping runs of zeros sparse.
 pub fn write_at(src: &Path, disk: &Path, offset: u64) -> anyhow::Result<()> {
-    let mut cmd = tool("dd");
-    cmd.arg(format!("if={}", src.display()))
-        .arg(format!("of={}", disk.display()))
-        .args([
-            "bs=1M",
-            "conv=notrunc,sparse",
-            "oflag=seek_bytes",
-            "status=none",
-        ])
-        .arg(format!("seek={offset}"));
-    run(&mut cmd, None).with_context(|| {
+    use nix::unistd::{lseek, Whence};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+
+    let what = || {
         format!(
             "failed to copy '{}' into '{}' at {offset}",
             src.display(),
             disk.display()
         )
-    })?;
+    };
+    let from = std::fs::File::open(src).with_context(what)?;
+    let to = std::fs::OpenOptions::new()
+        .write(true)
+        .open(disk)
+        .with_context(what)?;
+    let len = from.metadata().with_context(what)?.len();
+    // Copy only the data extents (SEEK_DATA/SEEK_HOLE): a sparse 64 GiB filesystem image holds
+    // a few hundred MiB of data, and reading its holes would cost minutes.
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0u64;
+    while pos < len {
+        let at = i64::try_from(pos).with_context(what)?;
+        let data = match lseek(from.as_raw_fd(), at, Whence::SeekData) {
+            Ok(d) => u64::try_from(d).with_context(what)?,
+            Err(nix::errno::Errno::ENXIO) => break, // only a hole is left
+            Err(e) => return Err(e).with_context(what),
+        };
+        let hole = lseek(
+            from.as_raw_fd(),
+            i64::try_from(data).with_context(what)?,
+            Whence::SeekHole,
+        )
+        .with_context(what)?;
+        let hole = u64::try_from(hole).with_context(what)?.min(len);
+        let mut cur = data;
+        while cur < hole {
+            let n = usize::try_from((hole - cur).min(buf.len() as u64)).with_context(what)?;
+            from.read_exact_at(&mut buf[..n], cur).with_context(what)?;
+            to.write_all_at(&buf[..n], offset + cur)
+                .with_context(what)?;
+            cur += n as u64;
+        }
+        pos = hole;
+    }
     Ok(())
 }
