@@ -120,30 +120,11 @@ fn blkid(blkid: &Path, image: &Path) -> Seen {
         .map(|(k, v)| (k.to_owned(), unescape(v)))
         .collect();
     Seen {
-        kind: vars.get("TYPE").cloned(),
+        // Our names are blkid's TYPE in lowercase (`LVM2_member` is `lvm2_member`).
+        kind: vars.get("TYPE").map(|t| t.to_lowercase()),
         label: vars.get("LABEL").cloned(),
         uuid: vars.get("UUID").cloned(),
     }
-}
-
-/// blkid's TYPE for our kind.
-fn blkid_type(kind: FsKind) -> Option<&'static str> {
-    Some(match kind {
-        FsKind::Ext2 => "ext2",
-        FsKind::Ext3 => "ext3",
-        FsKind::Ext4 => "ext4",
-        FsKind::Xfs => "xfs",
-        FsKind::Btrfs => "btrfs",
-        FsKind::Ntfs => "ntfs",
-        FsKind::Vfat => "vfat",
-        FsKind::Exfat => "exfat",
-        FsKind::Swap => "swap",
-        FsKind::Lvm2Member => "LVM2_member",
-        FsKind::CryptoLuks => "crypto_LUKS",
-        FsKind::Bitlocker => "BitLocker",
-        FsKind::LinuxRaidMember => "linux_raid_member",
-        FsKind::Unknown => return None,
-    })
 }
 
 fn ours(image: &Path) -> Probe {
@@ -168,7 +149,7 @@ fn compare(blkid_path: &Path, name: &str, image: &Path, want: FsKind) -> Result<
         got.uuid.as_deref().unwrap_or("-"),
     );
     let mine = Seen {
-        kind: blkid_type(got.kind).map(str::to_owned),
+        kind: (got.kind != FsKind::Unknown).then(|| got.kind.as_str().to_owned()),
         label: got.label.clone(),
         uuid: got.uuid.clone(),
     };
