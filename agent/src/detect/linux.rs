@@ -48,7 +48,7 @@ pub fn detect(fs: &dyn RootFs) -> Result<Option<OsInfo>, FsError> {
 fn small(fs: &dyn RootFs, path: &str) -> Result<Option<String>, FsError> {
     match fs.read_file(path, SMALL_FILE) {
         Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
-        Err(e @ (FsError::Io(_) | FsError::Timeout(_))) => Err(e),
+        Err(e) if e.is_device_error() => Err(e),
         Err(_) => Ok(None),
     }
 }

@@ -76,7 +76,7 @@ pub fn detect(fs: &dyn RootFs) -> Result<Option<OsInfo>, FsError> {
     match fs.metadata(CONFIG_DIR) {
         Ok(md) if md.file_type == FileType::Dir => {}
         Ok(_) => return Ok(None),
-        Err(e) if is_device_error(&e) => return Err(e),
+        Err(e) if e.is_device_error() => return Err(e),
         Err(_) => return Ok(None),
     }
     // One hive in memory at a time: each buffer is dropped once its values are out.
@@ -88,16 +88,11 @@ pub fn detect(fs: &dyn RootFs) -> Result<Option<OsInfo>, FsError> {
     Ok(Some(os_info(&version, hostname, arch)))
 }
 
-/// Errors that say the device, not the file, failed: these stop detection.
-fn is_device_error(e: &FsError) -> bool {
-    matches!(e, FsError::Io(_) | FsError::Timeout(_))
-}
-
 /// Read a whole hive; absent, oversized or unreadable is `None`, a device error is an error.
 fn read_hive(fs: &dyn RootFs, path: &str) -> Result<Option<Vec<u8>>, FsError> {
     match fs.read_file(path, MAX_HIVE_LEN) {
         Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if is_device_error(&e) => Err(e),
+        Err(e) if e.is_device_error() => Err(e),
         Err(_) => Ok(None),
     }
 }
@@ -118,7 +113,7 @@ fn system_arch(fs: &dyn RootFs) -> Result<Option<&'static str>, FsError> {
                     return Ok(Some(arch));
                 }
             }
-            Err(e) if is_device_error(&e) => return Err(e),
+            Err(e) if e.is_device_error() => return Err(e),
             Err(_) => {}
         }
     }

@@ -100,6 +100,13 @@ pub enum FsError {
 }
 
 impl FsError {
+    /// Whether the device failed or the parse was stopped (read error, exhausted budget,
+    /// timeout), as opposed to a missing or damaged file: such an error stops what reads the
+    /// volume instead of counting as "file absent".
+    pub fn is_device_error(&self) -> bool {
+        matches!(self, FsError::Io(_) | FsError::Timeout(_))
+    }
+
     /// A short stable label for logs and reports.
     pub fn kind(&self) -> &'static str {
         match self {
