@@ -19,7 +19,7 @@ use crate::detect::{self, OsInfo};
 use crate::disk::partition::{self, Partition, TableKind};
 use crate::disk::probe::{self, FsKind};
 use crate::disk::reader::{Budget, Disk, ReadAt, Volume};
-use crate::fs::{contain, ext4, ntfs, FsError};
+use crate::fs::{self, contain, FsError};
 
 /// Limits for one inspection.
 #[derive(Debug, Clone)]
@@ -235,20 +235,10 @@ fn inspect_volume(
     report
 }
 
-/// Native OS detection for the filesystems we can parse without the kernel.
-pub fn detect_os(kind: FsKind, vol: &Volume, opts: &Options) -> Result<Option<OsInfo>, FsError> {
-    let v = vol.clone();
-    match kind {
-        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => {
-            contain::run(vol.budget(), opts.volume_timeout, move || {
-                detect::detect(&ext4::open(v)?)
-            })
-        }
-        FsKind::Ntfs => contain::run(vol.budget(), opts.volume_timeout, move || {
-            detect::detect(&ntfs::open(v)?)
-        }),
-        _ => Ok(None),
-    }
+/// Native OS detection for the filesystems we can parse without the kernel; `Ok(None)` for the
+/// others.
+fn detect_os(kind: FsKind, vol: &Volume, opts: &Options) -> Result<Option<OsInfo>, FsError> {
+    fs::with_native(kind, vol, opts.volume_timeout, |fs| detect::detect(fs)).unwrap_or(Ok(None))
 }
 
 /// The short human summary `snapscan inspect` prints without `--json`.

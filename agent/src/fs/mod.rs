@@ -15,9 +15,38 @@ pub mod ext4;
 pub mod ntfs;
 
 use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::disk::probe::FsKind;
+use crate::disk::reader::Volume;
 
 /// Symlinks followed while resolving one path before giving up (Linux uses 40).
 pub const MAX_SYMLINKS: u32 = 40;
+
+/// Run `f` over the native [`RootFs`] of a volume of `kind`, contained (its own thread, the
+/// timeout, panic capture: see [`contain`]). `None` when there is no native reader for `kind`
+/// (only ext2/3/4 and NTFS have one). The filesystem is opened inside the contained thread
+/// because `ext4_view::Ext4` cannot cross threads.
+pub fn with_native<T, F>(
+    kind: FsKind,
+    volume: &Volume,
+    timeout: Duration,
+    f: F,
+) -> Option<Result<T, FsError>>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn RootFs) -> Result<T, FsError> + Send + 'static,
+{
+    let v = volume.clone();
+    let budget = volume.budget();
+    match kind {
+        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => {
+            Some(contain::run(budget, timeout, move || f(&ext4::open(v)?)))
+        }
+        FsKind::Ntfs => Some(contain::run(budget, timeout, move || f(&ntfs::open(v)?))),
+        _ => None,
+    }
+}
 
 /// Kind of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
