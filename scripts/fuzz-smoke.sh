@@ -35,12 +35,23 @@ head -c 8192 "$seeds/ntfs.img" >corpus/probe/ntfs-head
 cp "$seeds/ext4.img" corpus/ext4_rootfs/
 cp "$seeds/ntfs.img" corpus/ntfs_rootfs/
 
+# Inputs that once crashed a target run first, as regression tests.
+for t in regressions/*/; do
+    t=$(basename "$t")
+    cp "regressions/$t"/* "corpus/$t/"
+done
+
 cargo fuzz build -O
+log="$seeds/fuzz.log"
 for t in partition_table probe ext4_rootfs ntfs_rootfs; do
     echo "--- fuzz $t for ${seconds}s"
-    cargo fuzz run -O "$t" "corpus/$t" -- \
-        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=1048576 -print_final_stats=1 2>&1 |
-        grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|==|SUMMARY|Done)' || true
-    # grep hides the noise; the exit status of the fuzzer is what counts.
-    [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "fuzz target $t failed"; exit 1; }
+    if ! cargo fuzz run -O "$t" "corpus/$t" -- \
+        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=1048576 \
+        -print_final_stats=1 >"$log" 2>&1; then
+        # The crashing input is saved under fuzz/artifacts/$t/.
+        grep -E 'panicked|ERROR|SUMMARY|Test unit written' -A3 "$log" | head -n 40
+        echo "fuzz target $t failed"
+        exit 1
+    fi
+    grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "$log"
 done

@@ -1,12 +1,15 @@
-//! Partition tables: GPT (primary, else backup header), MBR with extended/logical partitions
-//! (through `mbrman`), a protective MBR, or a filesystem on the whole disk.
+//! Partition tables: GPT (primary, else backup header), MBR with extended/logical partitions,
+//! a protective MBR, or a filesystem on the whole disk.
 //!
-//! GPT is parsed here rather than with the `gpt` crate: that crate asserts (panics) on an entry
-//! size other than 128, loops over any entry count the header claims and needs a writable device;
-//! a hostile disk must get a clear error instead. Every count, size and offset from the disk is
-//! checked before it is used: an entry array above [`MAX_GPT_ARRAY`] bytes is refused, partitions
-//! beyond the end of the disk or overlapping another are reported on that partition, and the
-//! logical-partition chain is read through a read budget so a looping chain ends.
+//! Both are parsed here rather than with the `gpt` and `mbrman` crates, which were tried: `gpt`
+//! asserts (panics) on an entry size other than 128, loops over any entry count the header
+//! claims and needs a writable device; `mbrman` panics (`unwrap` on `None` in
+//! `find_alignment`) when every partition starts at LBA 0, and adds LBAs in unchecked `u32`
+//! (fuzzing found both). A hostile disk must get a clear error instead. Every count, size and
+//! offset from the disk is checked before it is used: an entry array above [`MAX_GPT_ARRAY`]
+//! bytes is refused, partitions beyond the end of the disk or overlapping another are reported
+//! on that partition, and the logical-partition chain must move forward, so a looping chain
+//! ends.
 //!
 //! It does not look inside partitions (see [`super::probe`]) and does not understand LVM or RAID.
 #![deny(clippy::arithmetic_side_effects, clippy::as_conversions)]
@@ -16,12 +19,14 @@ use std::io;
 use serde::Serialize;
 
 use super::probe::{self, FsKind};
-use super::reader::{read_vec, Budget, ReadAt, Volume};
+use super::reader::{read_vec, ReadAt, Volume};
 
 /// The largest GPT partition-entry array accepted (the usual one is 16 KiB).
 pub const MAX_GPT_ARRAY: u64 = 1 << 20;
-/// Read budget for walking an MBR's chain of extended boot records.
-const MBR_BUDGET: u64 = 1 << 20;
+/// The CRC-32 of GPT headers and entry arrays.
+const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+/// Most logical partitions read from an extended partition (Linux allows 256 minors per disk).
+const MAX_LOGICAL: usize = 256;
 
 /// Kind of partition table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -199,7 +204,7 @@ mod gpt {
         if let Some(crc) = h.get_mut(16..20) {
             crc.fill(0);
         }
-        if crc32fast::hash(&h) != stored_crc {
+        if CRC32.checksum(&h) != stored_crc {
             return Err(format!("header CRC mismatch at LBA {lba}"));
         }
         let my_lba = le64(&b, 24).ok_or("truncated header")?;
@@ -239,7 +244,7 @@ mod gpt {
         let len = usize::try_from(len).map_err(|_| "entry array size")?;
         let array =
             read_vec(disk, at, len).map_err(|e| format!("cannot read the entry array: {e}"))?;
-        if crc32fast::hash(&array) != h.entries_crc {
+        if CRC32.checksum(&array) != h.entries_crc {
             return Err("partition entry array CRC mismatch".into());
         }
         let size = usize::try_from(h.entry_size).map_err(|_| "entry size")?;
@@ -349,8 +354,9 @@ mod gpt {
 }
 
 mod mbr {
-    //! DOS partition tables through `mbrman`.
+    //! DOS partition tables: four primary entries and the chain of extended boot records.
     use super::*;
+    use crate::bytes::{byte, le32};
 
     /// 55 AA at the end and boot flags that are 0x00 or 0x80, with at least one entry used.
     pub(super) fn looks_like_mbr(sector0: &[u8]) -> bool {
@@ -380,32 +386,61 @@ mod mbr {
         })
     }
 
+    /// One 16-byte partition entry: type and LBA range.
+    struct Entry {
+        sys: u8,
+        start: u32,
+        sectors: u32,
+    }
+
+    fn entries(sector: &[u8]) -> [Option<Entry>; 4] {
+        [0usize, 1, 2, 3].map(|i| {
+            let at = i.checked_mul(16)?.checked_add(446)?;
+            Some(Entry {
+                sys: byte(sector, at.checked_add(4)?)?,
+                start: le32(sector, at.checked_add(8)?)?,
+                sectors: le32(sector, at.checked_add(12)?)?,
+            })
+        })
+    }
+
+    fn is_extended(sys: u8) -> bool {
+        matches!(sys, 0x05 | 0x0f | 0x85)
+    }
+
     pub(super) fn read(disk: &Volume, sector_size: u32) -> Result<Table, TableError> {
-        // A fresh window with its own small budget: a looping or absurdly long chain of
-        // extended boot records runs out of budget instead of running forever.
-        let mut r = disk
-            .disk()
-            .volume(disk.start(), disk.size(), Budget::new(MBR_BUDGET))?;
         let ss = u64::from(sector_size);
-        let table = mbrman::MBR::read_from(&mut r, sector_size)
-            .map_err(|e| corrupt("mbr", e.to_string()))?;
-        let disk_id = u32::from_le_bytes(table.header.disk_signature);
+        let len = usize::try_from(ss).map_err(|_| corrupt("mbr", "sector size"))?;
+        let sector0 = read_vec(disk, 0, len)?;
+        let disk_id = le32(&sector0, 440).unwrap_or(0);
         let mut partitions = Vec::new();
-        for (i, p) in table.iter() {
-            if !p.is_used() || p.is_extended() {
-                continue;
-            }
-            let number = u32::try_from(i).unwrap_or(u32::MAX);
+        let mut push = |number: u32, lba: u64, e: &Entry| {
             partitions.push(Partition {
                 number,
-                start: u64::from(p.starting_lba).saturating_mul(ss),
-                size: u64::from(p.sectors).saturating_mul(ss),
-                type_id: format!("{:#04x}", p.sys),
-                type_name: type_name(p.sys),
+                start: lba.saturating_mul(ss),
+                size: u64::from(e.sectors).saturating_mul(ss),
+                type_id: format!("{:#04x}", e.sys),
+                type_name: type_name(e.sys),
                 name: None,
                 uuid: (disk_id != 0).then(|| format!("{disk_id:08x}-{number:02x}")),
                 error: None,
             });
+        };
+        let mut extended = None;
+        for (number, e) in (1u32..).zip(entries(&sector0)) {
+            let Some(e) = e.filter(|e| e.sys != 0) else {
+                continue;
+            };
+            if is_extended(e.sys) {
+                extended = extended.or(Some(e));
+            } else {
+                push(number, u64::from(e.start), &e);
+            }
+        }
+        if let Some(ext) = extended {
+            for (number, (lba, e)) in (5u32..).zip(logical_chain(disk, &ext, ss)?) {
+                push(number, lba, &e);
+            }
         }
         check_bounds(&mut partitions, disk.size(), ss);
         Ok(Table {
@@ -413,6 +448,56 @@ mod mbr {
             partitions,
             warnings: Vec::new(),
         })
+    }
+
+    /// Walk the extended boot records of extended partition `ext`: each holds one logical
+    /// partition (relative to that EBR) and a link to the next EBR (relative to `ext`). Links
+    /// must move forward and stay inside `ext`, and at most [`MAX_LOGICAL`] are followed, so a
+    /// hostile chain cannot loop.
+    fn logical_chain(disk: &Volume, ext: &Entry, ss: u64) -> Result<Vec<(u64, Entry)>, TableError> {
+        let base = u64::from(ext.start);
+        let end = base.saturating_add(u64::from(ext.sectors));
+        let len = usize::try_from(ss).map_err(|_| corrupt("mbr", "sector size"))?;
+        let mut out = Vec::new();
+        let mut ebr = base;
+        loop {
+            let at = ebr
+                .checked_mul(ss)
+                .ok_or_else(|| corrupt("mbr", "EBR offset overflows"))?;
+            let sector = read_vec(disk, at, len)
+                .map_err(|e| corrupt("mbr", format!("cannot read the EBR at LBA {ebr}: {e}")))?;
+            if sector.get(510..512) != Some(&[0x55, 0xaa][..]) {
+                if ebr == base {
+                    break; // an empty extended partition need not hold an EBR
+                }
+                return Err(corrupt(
+                    "mbr",
+                    format!("EBR at LBA {ebr} has no boot signature"),
+                ));
+            }
+            let [first, second, ..] = entries(&sector);
+            if let Some(part) = first.filter(|e| e.sys != 0 && e.sectors != 0) {
+                out.push((ebr.saturating_add(u64::from(part.start)), part));
+            }
+            let next = match second.filter(|e| is_extended(e.sys) && e.start != 0) {
+                Some(link) => base.saturating_add(u64::from(link.start)),
+                None => break,
+            };
+            if next <= ebr || next >= end {
+                return Err(corrupt(
+                    "mbr",
+                    format!("EBR at LBA {ebr} links to LBA {next}, outside or backwards"),
+                ));
+            }
+            if out.len() >= MAX_LOGICAL {
+                return Err(corrupt(
+                    "mbr",
+                    format!("more than {MAX_LOGICAL} logical partitions"),
+                ));
+            }
+            ebr = next;
+        }
+        Ok(out)
     }
 
     fn type_name(sys: u8) -> Option<&'static str> {
@@ -435,7 +520,7 @@ mod mbr {
 #[allow(clippy::arithmetic_side_effects, clippy::as_conversions)]
 mod tests {
     use super::*;
-    use crate::disk::reader::Disk;
+    use crate::disk::reader::{Budget, Disk};
     use std::sync::Arc;
 
     const SS: u64 = 512;
@@ -468,7 +553,7 @@ mod tests {
         let at = (lba * SS) as usize;
         let array_len = (count as usize) * (esize as usize);
         let e_at = (entries_lba * SS) as usize;
-        let ecrc = crc32fast::hash(&img[e_at..e_at + array_len.min(img.len() - e_at)]);
+        let ecrc = CRC32.checksum(&img[e_at..e_at + array_len.min(img.len() - e_at)]);
         let mut h = vec![0u8; 92];
         put(&mut h, 0, b"EFI PART");
         put(&mut h, 8, &0x0001_0000u32.to_le_bytes());
@@ -481,7 +566,7 @@ mod tests {
         put(&mut h, 80, &count.to_le_bytes());
         put(&mut h, 84, &esize.to_le_bytes());
         put(&mut h, 88, &ecrc.to_le_bytes());
-        let crc = crc32fast::hash(&h);
+        let crc = CRC32.checksum(&h);
         put(&mut h, 16, &crc.to_le_bytes());
         put(img, at, &h);
     }
@@ -647,6 +732,17 @@ mod tests {
             summary(&d.table()).starts_with("error: corrupt mbr partition table"),
             "{}",
             summary(&d.table())
+        );
+
+        // Every partition at LBA 0 (mbrman panicked on this): reported, not a crash.
+        let mut at_zero = vec![0u8; 1 << 20];
+        put(&mut at_zero, 510, &[0x55, 0xaa]);
+        mbr_entry(&mut at_zero, 0, 0x83, 0, 100);
+        mbr_entry(&mut at_zero, 1, 0x05, 0, 100);
+        assert_eq!(
+            summary(&TempDisk::new(&at_zero, "zero").table()),
+            "Mbr [1:0+51200 !partition starts at byte 0 inside the partition table, \
+             5:0+51200 !partition starts at byte 0 inside the partition table] "
         );
 
         // Boot flags other than 0x00/0x80: not an MBR.
