@@ -13,3 +13,4 @@ pub mod detect;
 pub mod disk;
 pub mod fs;
 pub mod inspect;
+pub mod inventory;

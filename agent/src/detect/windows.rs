@@ -100,7 +100,7 @@ fn read_hive(fs: &dyn RootFs, path: &str) -> Result<Option<Vec<u8>>, FsError> {
 /// Run a parse of hive bytes, taking a panic inside nt-hive for "nothing could be read", so a
 /// hostile hive leaves fields empty instead of hiding the whole Windows. The parse only reads
 /// the borrowed bytes, so nothing is left half-changed.
-fn contained<T: Default>(parse: impl FnOnce() -> T + std::panic::UnwindSafe) -> T {
+pub(crate) fn contained<T: Default>(parse: impl FnOnce() -> T + std::panic::UnwindSafe) -> T {
     std::panic::catch_unwind(parse).unwrap_or_default()
 }
 
@@ -212,7 +212,7 @@ fn windows_11_name(product: &str) -> String {
 
 /// Open a hive, accepting a dirty one (primary and secondary sequence numbers differ, as in a
 /// snapshot of a running system); `None` when the header is not a hive's.
-fn open_hive(bytes: &[u8]) -> Option<Hive<&[u8]>> {
+pub(crate) fn open_hive(bytes: &[u8]) -> Option<Hive<&[u8]>> {
     // Two checks nt-hive 0.3 cannot make without panicking. A wrong signature: its error path
     // computes the field's offset with `assert!(field_address > base_address)`, false for the
     // signature at offset 0. A root cell offset of 0xFFFFFFFF (the "no cell" marker):
@@ -238,7 +238,7 @@ fn open_hive(bytes: &[u8]) -> Option<Hive<&[u8]>> {
 
 /// A string value: `None` when absent, not `REG_SZ`/`REG_EXPAND_SZ`, longer than
 /// [`MAX_STRING_DATA`], empty, or holding control characters.
-fn string_value(key: &KeyNode<&[u8]>, name: &str) -> Option<String> {
+pub(crate) fn string_value(key: &KeyNode<&[u8]>, name: &str) -> Option<String> {
     let value = key.value(name)?.ok()?;
     if value.data_size() > MAX_STRING_DATA {
         return None;
@@ -249,7 +249,7 @@ fn string_value(key: &KeyNode<&[u8]>, name: &str) -> Option<String> {
 }
 
 /// A `REG_DWORD` value; `None` when absent or of another type.
-fn dword_value(key: &KeyNode<&[u8]>, name: &str) -> Option<u32> {
+pub(crate) fn dword_value(key: &KeyNode<&[u8]>, name: &str) -> Option<u32> {
     key.value(name)?.ok()?.dword_data().ok()
 }
 
@@ -300,10 +300,10 @@ fn hostname(bytes: &[u8]) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::fs::memfs::MemTree;
-    use crate::fs::{DirEntry, Metadata, Rooted};
+    use crate::fs::memfs::{random_bytes, Failing, MemTree};
+    use crate::fs::Rooted;
 
     /// The first bytes of a PE32+ file for `machine` (e_lfanew 0x80).
     fn pe(machine: u16) -> Vec<u8> {
@@ -568,50 +568,6 @@ mod tests {
         }
     }
 
-    /// A [`RootFs`] that fails with `error` on `path` and otherwise asks `inner`.
-    struct Failing<F> {
-        inner: F,
-        path: &'static str,
-        error: FsError,
-    }
-
-    impl<F: RootFs> Failing<F> {
-        fn check(&self, path: &str) -> Result<(), FsError> {
-            if path == self.path {
-                Err(self.error.clone())
-            } else {
-                Ok(())
-            }
-        }
-    }
-
-    impl<F: RootFs> RootFs for Failing<F> {
-        fn read_file(&self, path: &str, limit: u64) -> Result<Vec<u8>, FsError> {
-            self.check(path)?;
-            self.inner.read_file(path, limit)
-        }
-        fn read_prefix(&self, path: &str, len: u64) -> Result<Vec<u8>, FsError> {
-            self.check(path)?;
-            self.inner.read_prefix(path, len)
-        }
-        fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>, FsError> {
-            self.check(path)?;
-            self.inner.read_dir(path)
-        }
-        fn metadata(&self, path: &str) -> Result<Metadata, FsError> {
-            self.check(path)?;
-            self.inner.metadata(path)
-        }
-        fn symlink_metadata(&self, path: &str) -> Result<Metadata, FsError> {
-            self.check(path)?;
-            self.inner.symlink_metadata(path)
-        }
-        fn read_link(&self, path: &str) -> Result<String, FsError> {
-            self.check(path)?;
-            self.inner.read_link(path)
-        }
-    }
-
     /// A Windows tree whose hives are `software` and `system` (absent when `None`).
     fn windows_tree(software: Option<&[u8]>, system: Option<&[u8]>) -> MemTree {
         let mut tree = MemTree::default()
@@ -654,7 +610,7 @@ mod tests {
 
     /// A hive that passes the header checks and whose root key has one subkey, at cell offset
     /// 0xFFFFFFFF: nt-hive 0.3 asserts on it as soon as a subkey is looked up.
-    fn panicking_hive() -> Vec<u8> {
+    pub(crate) fn panicking_hive() -> Vec<u8> {
         let mut hive = base_block(0x20, 1);
         let mut bins = vec![0u8; 4096];
         bins[..4].copy_from_slice(b"hbin");
@@ -711,14 +667,7 @@ mod tests {
             software: Option<Vec<u8>>,
             system: Option<Vec<u8>>,
         }
-        let mut random = vec![0u8; 8192];
-        let mut x = 0x2545_f491_u32;
-        for b in &mut random {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            *b = x.to_le_bytes()[0];
-        }
+        let random = random_bytes(0x2545_f491_u32, 8192);
         let mut regf_random = random.clone();
         regf_random[..4].copy_from_slice(b"regf");
         let cases = [

@@ -1,6 +1,7 @@
-//! An in-memory [`Tree`] for unit tests of resolution, detection and inventory.
+//! Test doubles for unit tests of resolution, detection and inventory: an in-memory [`Tree`],
+//! a [`RootFs`] wrapper that fails on one path, and reproducible pseudo-random bytes.
 
-use super::{DirEntry, FileType, FsError, Metadata, Tree};
+use super::{DirEntry, FileType, FsError, Metadata, RootFs, Tree};
 
 #[derive(Debug, Clone)]
 enum Node {
@@ -129,4 +130,65 @@ impl Tree for MemTree {
             _ => Err(FsError::NotADirectory(path.to_owned())),
         }
     }
+}
+
+/// A [`RootFs`] that fails with `error` on `path` (leading `/` ignored) and otherwise asks
+/// `inner`.
+pub struct Failing<F> {
+    /// The file system asked for every other path.
+    pub inner: F,
+    /// The path whose every access fails.
+    pub path: &'static str,
+    /// What that access returns.
+    pub error: FsError,
+}
+
+impl<F: RootFs> Failing<F> {
+    fn check(&self, path: &str) -> Result<(), FsError> {
+        if path.trim_start_matches('/') == self.path.trim_start_matches('/') {
+            Err(self.error.clone())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl<F: RootFs> RootFs for Failing<F> {
+    fn read_file(&self, path: &str, limit: u64) -> Result<Vec<u8>, FsError> {
+        self.check(path)?;
+        self.inner.read_file(path, limit)
+    }
+    fn read_prefix(&self, path: &str, len: u64) -> Result<Vec<u8>, FsError> {
+        self.check(path)?;
+        self.inner.read_prefix(path, len)
+    }
+    fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>, FsError> {
+        self.check(path)?;
+        self.inner.read_dir(path)
+    }
+    fn metadata(&self, path: &str) -> Result<Metadata, FsError> {
+        self.check(path)?;
+        self.inner.metadata(path)
+    }
+    fn symlink_metadata(&self, path: &str) -> Result<Metadata, FsError> {
+        self.check(path)?;
+        self.inner.symlink_metadata(path)
+    }
+    fn read_link(&self, path: &str) -> Result<String, FsError> {
+        self.check(path)?;
+        self.inner.read_link(path)
+    }
+}
+
+/// `len` reproducible pseudo-random bytes (xorshift32 from `seed`, which must not be 0).
+pub fn random_bytes(seed: u32, len: usize) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x.to_le_bytes()[0]
+        })
+        .collect()
 }

@@ -1,0 +1,231 @@
+//! The built-in inventory end to end, on the fixture disks read natively: the Debian image's
+//! packages must be exactly what `dpkg-query` says about the same debootstrap tree, the
+//! Windows 11 image's programs exactly what its builder registered, the Alpine image's exactly
+//! its `installed` database. Also checks one SBOM's shape. The Debian and Windows images need
+//! root to build (debootstrap, loop devices, ntfs-3g); those tests are skipped with a note
+//! otherwise.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use snapscan::detect::{self, OsInfo};
+use snapscan::disk::probe::FsKind;
+use snapscan::disk::reader::{Budget, Disk};
+use snapscan::fs::{ext4, ntfs};
+use snapscan::inspect::{self, Options};
+use snapscan::inventory::{self, Ecosystem, Inventory, SbomMeta};
+use snapscan_tests::images::{self, is_root};
+use snapscan_tests::windows::{self, WindowsFlavor};
+
+/// Inspect fixture `name`, open its OS volume natively, detect the OS and collect the
+/// inventory.
+fn scan(name: &str) -> (OsInfo, Inventory) {
+    let img = images::image(name).expect("fixture");
+    let report = inspect::inspect(&img, &Options::default()).expect("inspect");
+    let os_volume = report
+        .os
+        .as_ref()
+        .and_then(|os| os.volume)
+        .unwrap_or_else(|| panic!("{name}: no OS found"));
+    let v = &report.volumes[os_volume];
+    let disk = Disk::open(&img).expect("open");
+    let volume = disk
+        .volume(v.start_bytes, v.size_bytes, Budget::new(u64::MAX))
+        .expect("volume");
+    let run = |fs: &dyn snapscan::fs::RootFs| {
+        let os = detect::detect(fs).expect("detect").expect("an OS");
+        let inv = inventory::collect(fs, &os).expect("collect");
+        (os, inv)
+    };
+    match v.filesystem {
+        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => run(&ext4::open(volume).expect("ext4")),
+        FsKind::Ntfs => run(&ntfs::open(volume).expect("ntfs")),
+        other => panic!("{name}: OS on {other:?}, not read natively"),
+    }
+}
+
+type Triple = (String, String, String);
+
+fn triples(inv: &Inventory) -> BTreeSet<Triple> {
+    inv.packages
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.version.clone().unwrap_or_default(),
+                p.arch.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn debian_packages_equal_dpkg_query() {
+    if !is_root() {
+        eprintln!("skipped: the Debian image needs root to build (debootstrap, loop devices)");
+        return;
+    }
+    let (os, inv) = scan("debian-ext4-gpt");
+    assert_eq!(inv.sources, ["/var/lib/dpkg/status"]);
+    assert_eq!(inv.warnings, Vec::<String>::new());
+    assert!(inv.packages.iter().all(|p| p.ecosystem == Ecosystem::Deb));
+
+    let root = images::debian_root().expect("debian root");
+    let out = Command::new("dpkg-query")
+        .arg(format!(
+            "--admindir={}",
+            root.join("var/lib/dpkg").display()
+        ))
+        .args([
+            "-W",
+            "-f",
+            "${db:Status-Abbrev}|${Package}|${Version}|${Architecture}\n",
+        ])
+        .output()
+        .expect("run dpkg-query");
+    assert!(
+        out.status.success(),
+        "dpkg-query: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want: BTreeSet<Triple> = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split('|');
+            let status = f.next()?;
+            let t = (f.next()?.into(), f.next()?.into(), f.next()?.into());
+            status.starts_with("ii").then_some(t)
+        })
+        .collect();
+    assert!(
+        want.len() > 80,
+        "only {} packages from dpkg-query",
+        want.len()
+    );
+    let got = triples(&inv);
+    let missing: Vec<_> = want.difference(&got).collect();
+    let extra: Vec<_> = got.difference(&want).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, extra {extra:?}"
+    );
+    println!("debian: {} packages identical to dpkg-query", got.len());
+
+    // The SBOM's shape.
+    let meta = SbomMeta {
+        serial_number: "urn:uuid:3e671687-395b-41f5-a30f-a58921a69b79".into(),
+        timestamp: "2024-05-01T12:00:00Z".into(),
+        subject: "debian-ext4-gpt".into(),
+    };
+    let bom = serde_json::to_value(inventory::sbom(&inv, &os, &meta)).expect("json");
+    assert_eq!(bom["bomFormat"], "CycloneDX");
+    assert_eq!(bom["specVersion"], "1.5");
+    assert_eq!(bom["serialNumber"], meta.serial_number.as_str());
+    let md = &bom["metadata"];
+    assert_eq!(md["component"]["type"], "operating-system");
+    assert_eq!(md["component"]["name"], "debian");
+    assert_eq!(md["component"]["version"], "12");
+    assert_eq!(md["tools"]["components"][0]["name"], "snapscan");
+    let components = bom["components"].as_array().expect("components");
+    assert_eq!(components.len(), inv.packages.len());
+    let mut refs = BTreeSet::new();
+    for c in components {
+        let purl = c["purl"].as_str().expect("purl");
+        assert!(purl.starts_with("pkg:deb/debian/"), "{purl}");
+        assert!(purl.ends_with("distro=debian-12"), "{purl}");
+        assert_eq!(c["type"], "library");
+        assert_eq!(c["bom-ref"], purl);
+        assert!(refs.insert(purl.to_owned()), "duplicate {purl}");
+    }
+    assert_eq!(
+        bom["dependencies"][0]["dependsOn"].as_array().map(Vec::len),
+        Some(components.len())
+    );
+}
+
+#[test]
+fn windows_programs_equal_registered_ones() {
+    if !is_root() {
+        eprintln!("skipped: the Windows image needs root to build (loop devices, ntfs-3g)");
+        return;
+    }
+    let (os, inv) = scan("windows-11");
+    assert_eq!(inv.sources, ["/Windows/System32/config/SOFTWARE"]);
+    assert_eq!(inv.warnings, Vec::<String>::new());
+    let got: BTreeSet<(String, String, String)> = inv
+        .packages
+        .iter()
+        .map(|p| {
+            assert_eq!(p.ecosystem, Ecosystem::Windows);
+            (
+                p.name.clone(),
+                p.version.clone().unwrap_or_default(),
+                p.publisher.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let want: BTreeSet<(String, String, String)> = windows::programs(WindowsFlavor::Windows11)
+        .into_iter()
+        .map(|(n, v, p)| (n.to_owned(), v.to_owned(), p.to_owned()))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(inv.packages.len(), want.len());
+    // 32-bit installers (WOW6432Node) are x86, the rest the system's x86_64.
+    for p in &inv.packages {
+        let want_arch = if p.name.contains("(x86)") || p.name == "Google Chrome" {
+            "x86"
+        } else {
+            "x86_64"
+        };
+        assert_eq!(p.arch.as_deref(), Some(want_arch), "{}", p.name);
+    }
+    let meta = SbomMeta {
+        serial_number: "urn:uuid:00000000-0000-4000-8000-000000000000".into(),
+        timestamp: "2024-05-01T12:00:00Z".into(),
+        subject: "windows-11".into(),
+    };
+    let bom = serde_json::to_value(inventory::sbom(&inv, &os, &meta)).expect("json");
+    for c in bom["components"].as_array().expect("components") {
+        assert_eq!(c["type"], "application");
+        assert!(c.get("purl").is_none());
+        assert!(c["bom-ref"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("windows-program:")));
+    }
+}
+
+#[test]
+fn alpine_packages_equal_installed_db() {
+    let (os, inv) = scan("alpine");
+    assert_eq!(os.id, "alpine");
+    assert_eq!(inv.sources, ["/lib/apk/db/installed"]);
+    assert_eq!(inv.warnings, Vec::<String>::new());
+    let want: BTreeSet<Triple> = [
+        ("busybox", "1.36.1-r15", "aarch64"),
+        ("musl", "1.2.4_git20230717-r4", "aarch64"),
+    ]
+    .into_iter()
+    .map(|(n, v, a)| (n.to_owned(), v.to_owned(), a.to_owned()))
+    .collect();
+    assert_eq!(triples(&inv), want);
+    let meta = SbomMeta {
+        serial_number: "urn:uuid:00000000-0000-4000-8000-000000000001".into(),
+        timestamp: "2024-05-01T12:00:00Z".into(),
+        subject: "alpine".into(),
+    };
+    let bom = serde_json::to_value(inventory::sbom(&inv, &os, &meta)).expect("json");
+    let purls: Vec<_> = bom["components"]
+        .as_array()
+        .expect("components")
+        .iter()
+        .map(|c| c["purl"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        purls,
+        [
+            "pkg:apk/alpine/busybox@1.36.1-r15?arch=aarch64&distro=alpine-3.19.1",
+            "pkg:apk/alpine/musl@1.2.4_git20230717-r4?arch=aarch64&distro=alpine-3.19.1",
+        ]
+    );
+}
