@@ -32,6 +32,58 @@ pub enum Command {
     ///
     /// Reads only the few blocks it needs, without root and without mounting.
     Inspect(InspectArgs),
+    /// Scan one disk end to end: mount read-only, detect the OS, run the scanner, write and
+    /// upload the results.
+    Scan(ScanArgs),
+    /// Upload result files (kept locally after a failed upload, for instance) to a sink.
+    Upload(UploadArgs),
+}
+
+/// Arguments of `snapscan scan`.
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Where `report.json` and the scanner's outputs are written (default: a new directory
+    /// under the configured results directory).
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Upload the results to this QFlow endpoint instead of the configured sink.
+    #[arg(long, value_name = "URL")]
+    pub upload: Option<String>,
+    /// Scanner profile to run (`inventory`, `qscanner`, `command` or one from the config).
+    #[arg(long, value_name = "NAME")]
+    pub scanner: Option<String>,
+    /// Configuration file (TOML), read instead of the default locations.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Snapshot name passed to the scanner and the upload.
+    #[arg(long, value_name = "NAME")]
+    pub snapshot: Option<String>,
+    /// Instance id of the scanned VM, passed to the scanner and the upload.
+    #[arg(long, value_name = "ID")]
+    pub instance_id: Option<String>,
+    /// Print the report as JSON instead of the short summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Disk image file or block device.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+}
+
+/// Arguments of `snapscan upload`.
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// QFlow endpoint; without it, the configured sink.
+    #[arg(long, value_name = "URL")]
+    pub upload: Option<String>,
+    /// Configuration file (TOML), read instead of the default locations.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A metadata field sent with every file, `NAME=VALUE` (repeatable).
+    #[arg(long = "field", value_name = "NAME=VALUE")]
+    pub fields: Vec<String>,
+    /// Files to upload.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
 }
 
 /// Arguments of `snapscan inspect`.
@@ -52,6 +104,10 @@ pub struct InspectArgs {
 pub fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Inspect(args) => run_inspect(&args),
+        Command::Scan(_) | Command::Upload(_) => {
+            eprintln!("error: not built yet");
+            EXIT_FAILURE
+        }
     }
 }
 

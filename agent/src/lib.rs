@@ -14,3 +14,7 @@ pub mod disk;
 pub mod fs;
 pub mod inspect;
 pub mod inventory;
+pub mod mount;
+pub mod scan;
+pub mod scanner;
+pub mod upload;

@@ -12,6 +12,7 @@
 
 pub mod contain;
 pub mod ext4;
+pub mod host;
 pub mod ntfs;
 
 use std::collections::VecDeque;
