@@ -1,24 +1,30 @@
 //! `snapscan inspect`: what is on a disk, from the raw bytes, without root and without mounting.
 //!
-//! [`inspect`] opens a disk image or block device read-only, reads the partition table, probes
-//! each volume's superblock, and parses ext2/3/4 and NTFS volumes natively (each under
+//! [`inspect`] opens a disk image or block device read-only and hands it to [`enumerate`], which
+//! reads the partition table, probes each volume's superblock, reads the LVM PVs among them
+//! natively ([`crate::disk::lvm`]: their VGs' visible logical volumes become further volumes,
+//! after the partitions), and parses ext2/3/4 and NTFS volumes natively (each under
 //! [`crate::fs::contain`], so a hostile volume costs that volume only) to detect the OS. It picks
-//! the disk's OS root among the volumes and reports bytes read and time taken.
+//! the disk's OS root among the volumes and reports bytes read and time taken. The scan pipeline
+//! calls [`enumerate`] too, and gets the opened volumes along with the report.
 //!
-//! It does not mount, activate LVM or decrypt: XFS, Btrfs, LVM and LUKS volumes are identified
-//! (kind, label, UUID) but their contents are the scan pipeline's business.
+//! It does not mount, activate LVM (no device-mapper, no LVM tools) or decrypt: XFS, Btrfs and
+//! LUKS volumes are identified (kind, label, UUID) but their contents are the scan pipeline's
+//! business.
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::detect::{self, OsInfo};
+use crate::disk::lvm;
 use crate::disk::partition::{self, Partition, TableKind};
 use crate::disk::probe::{self, FsKind};
-use crate::disk::reader::{Budget, Disk, ReadAt, Volume};
+use crate::disk::reader::{Budget, Disk, Volume};
 use crate::fs::{self, contain, FsError};
 
 /// Limits for one inspection.
@@ -48,7 +54,8 @@ pub struct DiskReport {
     pub size_bytes: u64,
     /// `gpt`, `mbr` or `none`.
     pub partition_table: TableKind,
-    /// Volumes in on-disk order: the partitions, or the whole disk when there is no table.
+    /// Volumes in on-disk order: the partitions, or the whole disk when there is no table; then
+    /// the logical volumes of the LVM PVs among them.
     pub volumes: Vec<VolumeReport>,
     /// The OS root's OS (its `volume` field says which volume), `null` if none was found.
     pub os: Option<OsInfo>,
@@ -67,9 +74,11 @@ pub struct DiskReport {
 pub struct VolumeReport {
     /// Position in [`DiskReport::volumes`].
     pub index: usize,
-    /// Partition number as Linux numbers it (`sda5`: 5); `null` for a whole-disk volume.
+    /// Partition number as Linux numbers it (`sda5`: 5); `null` for a whole-disk volume and a
+    /// logical volume.
     pub partition_number: Option<u32>,
-    /// Offset on the disk in bytes.
+    /// Offset on the disk in bytes. For a logical volume, where its first segment starts (the
+    /// whole LV when [`LvmInfo::segments`] is 1 and it is linear; 0 when unknown).
     pub start_bytes: u64,
     /// Size in bytes.
     pub size_bytes: u64,
@@ -91,12 +100,47 @@ pub struct VolumeReport {
     pub os: Option<OsInfo>,
     /// Why this volume could not be read or parsed.
     pub error: Option<String>,
+    /// For an LVM logical volume: which one; `null` for a partition or whole disk.
+    pub lvm: Option<LvmInfo>,
 }
+
+/// What a [`VolumeReport`] of an LVM logical volume says about it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LvmInfo {
+    /// VG name.
+    pub vg: String,
+    /// LV name.
+    pub lv: String,
+    /// VG UUID.
+    pub vg_uuid: String,
+    /// LV UUID.
+    pub lv_uuid: String,
+    /// Number of segments (1 for a plain linear LV).
+    pub segments: usize,
+    /// Index of the volume holding the PV of its first segment.
+    pub pv_volume: Option<usize>,
+}
+
+/// Bytes the LVM label and metadata reads of one PV may request (two metadata areas at most).
+const LVM_READ_BUDGET: u64 = 64 << 20;
 
 /// Inspect one disk image or block device. Fails only when the disk cannot be opened or read.
 pub fn inspect(path: &Path, opts: &Options) -> Result<DiskReport> {
     let started = Instant::now();
     let disk = Disk::open(path)?;
+    let (mut report, _) = enumerate(&disk, opts)?;
+    report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(report)
+}
+
+/// Build the report of an opened disk, and open its volumes: the second value is index-aligned
+/// with [`DiskReport::volumes`], `None` where a volume could not be opened (a partition outside
+/// the disk, an LV with an unsupported segment type or a PV missing). Each returned volume has
+/// a fresh read budget of [`Options::volume_read_budget`] (the report's parses used their own).
+/// Fails only when the disk cannot be read at all.
+pub fn enumerate(disk: &Arc<Disk>, opts: &Options) -> Result<(DiskReport, Vec<Option<Volume>>)> {
+    let started = Instant::now();
+    let path = disk.path();
     let whole = disk
         .volume(0, disk.size(), Budget::new(u64::MAX))
         .context("cannot window the disk")?;
@@ -111,6 +155,7 @@ pub fn inspect(path: &Path, opts: &Options) -> Result<DiskReport> {
         bytes_read: 0,
         elapsed_ms: 0,
     };
+    let mut volumes = Vec::new();
     if disk.size() == 0 {
         anyhow::bail!("'{}' is empty", path.display());
     }
@@ -121,7 +166,11 @@ pub fn inspect(path: &Path, opts: &Options) -> Result<DiskReport> {
             report.partition_table = table.kind;
             report.warnings = table.warnings;
             if table.kind == TableKind::None {
-                report.volumes.push(inspect_volume(0, None, &whole, opts));
+                let vol = whole.with_budget(Budget::new(opts.volume_read_budget));
+                report
+                    .volumes
+                    .push(inspect_volume(blank(0, None, 0, disk.size()), &vol, opts));
+                volumes.push(Some(vol));
             } else {
                 for (index, part) in table.partitions.iter().enumerate() {
                     let vol =
@@ -131,13 +180,20 @@ pub fn inspect(path: &Path, opts: &Options) -> Result<DiskReport> {
                         (Some(e), _) => Err(e.clone()),
                         (None, Err(e)) => Err(e.to_string()),
                     };
-                    report.volumes.push(match vol {
-                        Ok(v) => inspect_volume(index, Some(part), &v, opts),
-                        Err(e) => VolumeReport {
-                            error: Some(e),
-                            ..blank(index, Some(part), part.start, part.size)
-                        },
-                    });
+                    let base = blank(index, Some(part), part.start, part.size);
+                    match vol {
+                        Ok(v) => {
+                            report.volumes.push(inspect_volume(base, &v, opts));
+                            volumes.push(Some(v));
+                        }
+                        Err(e) => {
+                            report.volumes.push(VolumeReport {
+                                error: Some(e),
+                                ..base
+                            });
+                            volumes.push(None);
+                        }
+                    }
                 }
             }
         }
@@ -146,6 +202,7 @@ pub fn inspect(path: &Path, opts: &Options) -> Result<DiskReport> {
             report.error = Some(e.message);
         }
     }
+    add_logical_volumes(&mut report, &mut volumes, opts);
     report.os = report.volumes.iter().find_map(|v| {
         v.os.clone().map(|mut os| {
             os.volume = Some(v.index);
@@ -154,7 +211,79 @@ pub fn inspect(path: &Path, opts: &Options) -> Result<DiskReport> {
     });
     report.bytes_read = disk.bytes_read();
     report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    Ok(report)
+    let fresh = volumes
+        .iter()
+        .map(|v| {
+            v.as_ref()
+                .map(|v| v.with_budget(Budget::new(opts.volume_read_budget)))
+        })
+        .collect();
+    Ok((report, fresh))
+}
+
+/// Read the LVM PVs among the volumes, and append each VG's visible LVs as volumes (inspected
+/// like partitions). A PV that cannot be read gets the error on its own volume; a VG that cannot
+/// be interpreted becomes a warning; an LV that cannot be opened is a volume with an error.
+fn add_logical_volumes(report: &mut DiskReport, volumes: &mut Vec<Option<Volume>>, opts: &Options) {
+    let mut pvs = Vec::new();
+    for (index, (vr, vol)) in report.volumes.iter_mut().zip(volumes.iter()).enumerate() {
+        let Some(vol) = vol.as_ref().filter(|_| vr.filesystem == FsKind::Lvm2Member) else {
+            continue;
+        };
+        let v = vol.with_budget(Budget::new(LVM_READ_BUDGET));
+        let budget = v.budget().clone();
+        match contain::run(&budget, opts.volume_timeout, move || Ok(lvm::read_pv(&v))) {
+            Ok(Ok(Some(pv))) => {
+                for w in &pv.warnings {
+                    report.warnings.push(format!("volume {index}: lvm: {w}"));
+                }
+                pvs.push((index, pv));
+            }
+            Ok(Ok(None)) => vr.error = Some("lvm label not found".into()),
+            Ok(Err(e)) => vr.error = Some(e.to_string()),
+            Err(e) => vr.error = Some(format!("lvm: {e}")),
+        }
+    }
+    let parts = volumes.clone();
+    for vg in lvm::assemble(&pvs) {
+        let vg = match vg {
+            Ok(vg) => vg,
+            Err(e) => {
+                report.warnings.push(e.to_string());
+                continue;
+            }
+        };
+        for lv in &vg.lvs {
+            let first = lv.first_extent(&vg);
+            let start = first
+                .and_then(|(i, off)| parts.get(i)?.as_ref()?.start().checked_add(off))
+                .unwrap_or(0);
+            let base = VolumeReport {
+                lvm: Some(LvmInfo {
+                    vg: vg.name.clone(),
+                    lv: lv.name.clone(),
+                    vg_uuid: vg.uuid.clone(),
+                    lv_uuid: lv.uuid.clone(),
+                    segments: lv.segments.len(),
+                    pv_volume: first.map(|(i, _)| i),
+                }),
+                ..blank(report.volumes.len(), None, start, lv.size_bytes)
+            };
+            match lv.open(&vg, &parts, Budget::new(opts.volume_read_budget)) {
+                Ok(v) => {
+                    report.volumes.push(inspect_volume(base, &v, opts));
+                    volumes.push(Some(v));
+                }
+                Err(e) => {
+                    report.volumes.push(VolumeReport {
+                        error: Some(e.to_string()),
+                        ..base
+                    });
+                    volumes.push(None);
+                }
+            }
+        }
+    }
 }
 
 /// A partition table that exists but is unusable: reported, not fatal.
@@ -207,16 +336,12 @@ fn blank(index: usize, part: Option<&Partition>, start: u64, size: u64) -> Volum
         uuid: None,
         os: None,
         error: None,
+        lvm: None,
     }
 }
 
-fn inspect_volume(
-    index: usize,
-    part: Option<&Partition>,
-    vol: &Volume,
-    opts: &Options,
-) -> VolumeReport {
-    let mut report = blank(index, part, vol.start(), vol.size());
+/// Probe `vol` and detect its OS, filling in `report`.
+fn inspect_volume(mut report: VolumeReport, vol: &Volume, opts: &Options) -> VolumeReport {
     match probe::probe(vol) {
         Ok(p) => {
             report.filesystem = p.kind;
@@ -265,11 +390,14 @@ pub fn render_text(r: &DiskReport) -> String {
         );
     }
     for v in &r.volumes {
-        let ty = v
-            .partition_type_name
-            .map(str::to_owned)
-            .or_else(|| v.partition_type.clone())
-            .unwrap_or_else(|| "-".into());
+        let ty = match &v.lvm {
+            Some(l) => format!("{}/{}", l.vg, l.lv),
+            None => v
+                .partition_type_name
+                .map(str::to_owned)
+                .or_else(|| v.partition_type.clone())
+                .unwrap_or_else(|| "-".into()),
+        };
         let os = match (&v.os, &v.error) {
             (_, Some(e)) => format!("error: {e}"),
             (Some(os), None) => os_summary(os),

@@ -22,11 +22,13 @@
 //! exfat driver in this kernel, no copy tool in exfatprogs).
 
 pub mod cmd;
+pub mod dirty;
 pub mod disk;
 pub mod fs;
 pub mod guard;
 pub mod lvm;
 pub mod roots;
+pub mod rpm;
 
 mod catalogue;
 
@@ -77,9 +79,31 @@ pub struct ExpectVolume {
     pub filesystem: &'static str,
     /// The filesystem label, if it has one.
     pub label: Option<&'static str>,
-    /// The OS root is on this volume. For `lvm2_member` it is inside one of its logical volumes,
-    /// which a reader that does not open LVM cannot see.
+    /// The OS root is on this volume. For `lvm2_member` it is inside one of its logical volumes
+    /// (the one of [`ExpectVolume::logical_volumes`] with `has_os`), which a reader that does
+    /// not open LVM cannot see.
     pub has_os: bool,
+    /// For an `lvm2_member` holding VG metadata: the VG's visible logical volumes in metadata
+    /// order. A reader that opens LVM lists them as further volumes after all the partitions
+    /// (the LVs of each PV's VG in the order of the PVs; a VG is listed once). Empty otherwise.
+    pub logical_volumes: Vec<ExpectLv>,
+}
+
+/// A logical volume of an LVM volume group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectLv {
+    /// VG name.
+    pub vg: &'static str,
+    /// LV name.
+    pub name: &'static str,
+    /// What is on it, named as for [`ExpectVolume::filesystem`].
+    pub filesystem: &'static str,
+    /// The filesystem label, if it has one.
+    pub label: Option<&'static str>,
+    /// The OS root is on this LV.
+    pub has_os: bool,
+    /// Number of segments.
+    pub segments: usize,
 }
 
 /// The OS on a disk. `None` in `version_id`, `pretty_name`, `hostname` or `arch` means the disk

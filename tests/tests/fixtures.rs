@@ -37,6 +37,7 @@ fixture_tests! {
     debian_xfs_mbr => "debian-xfs-mbr",
     debian_btrfs => "debian-btrfs",
     debian_lvm => "debian-lvm",
+    debian_lvm_multiseg => "debian-lvm-multiseg",
     debian_logical => "debian-logical",
     whole_disk_ext4 => "whole-disk-ext4",
     rhel9 => "rhel9",
@@ -51,6 +52,10 @@ fixture_tests! {
     vfat_data => "vfat-data",
     exfat_data => "exfat-data",
     ntfs_data => "ntfs-data",
+    dirty_ext4 => "dirty-ext4",
+    dirty_xfs => "dirty-xfs",
+    rhel9_rpm_sqlite => "rhel9-rpm-sqlite",
+    rhel7_rpm_bdb => "rhel7-rpm-bdb",
     empty => "empty",
 }
 

@@ -1,15 +1,16 @@
 //! `snapscan inspect` end to end: every fixture disk of the catalogue, built by real tools, is
 //! inspected by the real binary, and its JSON must say what the builder put on the disk.
 //!
-//! Inspect reads ext2/3/4 and NTFS natively and does not open XFS, Btrfs or LVM (the scan
-//! pipeline mounts those), so for an OS root on one of those the expected report has the volume
-//! but no OS.
+//! Inspect reads ext2/3/4 and NTFS natively and does not open XFS or Btrfs (the scan pipeline
+//! mounts those), so for an OS root on one of those the expected report has the volume but no
+//! OS. It reads LVM natively: the logical volumes of a fixture's VGs follow the partitions, and
+//! an OS root inside an LV is found there.
 
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-use snapscan_tests::images::{self, Fixture};
+use snapscan_tests::images::{self, ExpectOs, Fixture};
 
 /// Run `snapscan inspect --json` on one disk and parse its output.
 pub fn inspect_json(path: &Path) -> Value {
@@ -52,40 +53,69 @@ fn check(f: &Fixture) -> Vec<String> {
     eq("error".into(), &r["error"], Value::Null);
     let empty = Vec::new();
     let vols = r["volumes"].as_array().unwrap_or(&empty);
-    eq(
-        "volume count".into(),
-        &vols.len().into(),
-        f.expect.volumes.len().into(),
-    );
-    for (i, (got, want)) in vols.iter().zip(&f.expect.volumes).enumerate() {
+    // The partitions, then the logical volumes: (filesystem, label, has_os, LV).
+    let parts = f.expect.volumes.iter().map(|v| {
+        // An LVM PV's OS is inside one of its LVs, never on the PV itself.
+        let has_os = v.has_os && v.filesystem != "lvm2_member";
+        (v.filesystem, v.label, has_os, None)
+    });
+    let lvs = f.expect.volumes.iter().flat_map(|v| &v.logical_volumes);
+    let want: Vec<_> = parts
+        .chain(lvs.map(|lv| (lv.filesystem, lv.label, lv.has_os, Some(lv))))
+        .collect();
+    eq("volume count".into(), &vols.len().into(), want.len().into());
+    for (i, (got, &(filesystem, label, has_os, lv))) in vols.iter().zip(&want).enumerate() {
         eq(format!("volume {i} index"), &got["index"], i.into());
         eq(
             format!("volume {i} filesystem"),
             &got["filesystem"],
-            want.filesystem.into(),
+            filesystem.into(),
         );
-        eq(
-            format!("volume {i} label"),
-            &got["label"],
-            want.label.into(),
-        );
+        eq(format!("volume {i} label"), &got["label"], label.into());
         eq(format!("volume {i} error"), &got["error"], Value::Null);
-        let has_os = want.has_os && natively_read(want.filesystem);
+        let has_os = has_os && natively_read(filesystem);
         eq(
             format!("volume {i} has an OS"),
             &(!got["os"].is_null()).into(),
             has_os.into(),
         );
+        match lv {
+            None => eq(format!("volume {i} lvm"), &got["lvm"], Value::Null),
+            Some(lv) => {
+                eq(format!("volume {i} vg"), &got["lvm"]["vg"], lv.vg.into());
+                eq(format!("volume {i} lv"), &got["lvm"]["lv"], lv.name.into());
+                eq(
+                    format!("volume {i} segments"),
+                    &got["lvm"]["segments"],
+                    lv.segments.into(),
+                );
+                eq(
+                    format!("volume {i} partition_number"),
+                    &got["partition_number"],
+                    Value::Null,
+                );
+            }
+        }
     }
-    let os = f.expect.os.as_ref().filter(|os| {
-        f.expect
-            .volumes
-            .get(os.volume)
-            .is_some_and(|v| natively_read(v.filesystem))
-    });
+    // Where the OS root is in the report: its partition, or the LV holding it.
+    let os_volume = |os: &ExpectOs| {
+        let v = f.expect.volumes.get(os.volume)?;
+        if v.filesystem == "lvm2_member" {
+            want.iter()
+                .position(|w| w.3.is_some_and(|lv| lv.has_os))
+                .filter(|&i| natively_read(want[i].0))
+        } else {
+            Some(os.volume).filter(|_| natively_read(v.filesystem))
+        }
+    };
+    let os = f
+        .expect
+        .os
+        .as_ref()
+        .and_then(|os| Some((os, os_volume(os)?)));
     match os {
         None => eq("os".into(), &r["os"], Value::Null),
-        Some(os) => {
+        Some((os, volume)) => {
             let got = &r["os"];
             eq("os.family".into(), &got["family"], os.family.into());
             eq("os.id".into(), &got["id"], os.id.into());
@@ -101,7 +131,7 @@ fn check(f: &Fixture) -> Vec<String> {
             );
             eq("os.hostname".into(), &got["hostname"], os.hostname.into());
             eq("os.arch".into(), &got["arch"], os.arch.into());
-            eq("os.volume".into(), &got["volume"], os.volume.into());
+            eq("os.volume".into(), &got["volume"], volume.into());
             if os.family == "windows" {
                 eq("os.name".into(), &got["name"], os.name.into());
                 eq("os.build".into(), &got["build"], os.build.into());

@@ -1,9 +1,10 @@
 //! The built-in inventory end to end, on the fixture disks read natively: the Debian image's
 //! packages must be exactly what `dpkg-query` says about the same debootstrap tree, the
 //! Windows 11 image's programs exactly what its builder registered, the Alpine image's exactly
-//! its `installed` database. Also checks one SBOM's shape. The Debian and Windows images need
-//! root to build (debootstrap, loop devices, ntfs-3g); those tests are skipped with a note
-//! otherwise.
+//! its `installed` database, the rpm images' exactly what `rpm -qa` lists on the same roots
+//! (sqlite, and BerkeleyDB through Debian's read-only `bdb_ro` backend). Also checks one SBOM's
+//! shape. The Debian, Windows and rpm images need root to build (debootstrap, loop devices,
+//! ntfs-3g, `rpm --root`); those tests are skipped with a note otherwise.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -14,6 +15,7 @@ use snapscan::disk::reader::{Budget, Disk};
 use snapscan::fs::{ext4, ntfs};
 use snapscan::inspect::{self, Options};
 use snapscan::inventory::{self, Ecosystem, Inventory, SbomMeta};
+use snapscan_tests::images::rpm::{rpm_root, RpmDb};
 use snapscan_tests::images::{self, is_root};
 use snapscan_tests::windows::{self, WindowsFlavor};
 
@@ -228,4 +230,132 @@ fn alpine_packages_equal_installed_db() {
             "pkg:apk/alpine/musl@1.2.4_git20230717-r4?arch=aarch64&distro=alpine-3.19.1",
         ]
     );
+}
+
+/// The rpm fixtures' packages, as (name, `[EPOCH:]VERSION-RELEASE`, arch).
+fn rpm_triples(packages: &[inventory::Package]) -> BTreeSet<Triple> {
+    packages
+        .iter()
+        .map(|p| {
+            assert_eq!(p.ecosystem, Ecosystem::Rpm, "{}", p.name);
+            (
+                p.name.clone(),
+                p.version.clone().unwrap_or_default(),
+                p.arch.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// `rpm -qa` on the cached root of `db`, which must list a `gpg-pubkey` (the inventory leaves
+/// it out, so must the comparison) and the fixture's four packages at least.
+fn rpm_qa(db: RpmDb) -> BTreeSet<Triple> {
+    let root = rpm_root(db).expect("rpm root");
+    let (want, gpg) = images::rpm::rpm_qa(&root, db).expect("rpm -qa");
+    assert!(gpg, "rpm -qa lists no gpg-pubkey in {}", root.display());
+    assert!(want.len() >= 4, "only {want:?} from rpm -qa");
+    want
+}
+
+#[test]
+fn rpm_sqlite_packages_equal_rpm_qa() {
+    if !is_root() {
+        eprintln!("skipped: the rpm images need root to build (rpm --root chroots)");
+        return;
+    }
+    let (os, inv) = scan("rhel9-rpm-sqlite");
+    assert_eq!(
+        (os.id.as_str(), os.version_id.as_deref()),
+        ("rhel", Some("9.3"))
+    );
+    assert_eq!(inv.sources, ["/var/lib/rpm/rpmdb.sqlite"]);
+    assert_eq!(inv.warnings, Vec::<String>::new());
+    let want = rpm_qa(RpmDb::Sqlite);
+    assert_eq!(rpm_triples(&inv.packages), want);
+    println!(
+        "rhel9-rpm-sqlite: {} packages identical to rpm -qa",
+        want.len()
+    );
+
+    // Source package, vendor, and the epoch as a purl qualifier.
+    let libfoo = inv
+        .packages
+        .iter()
+        .find(|p| p.name == "libfoo")
+        .expect("libfoo");
+    assert_eq!(libfoo.source.as_deref(), Some("foo"));
+    assert_eq!(libfoo.source_version, None);
+    let meta = SbomMeta {
+        serial_number: "urn:uuid:00000000-0000-4000-8000-000000000002".into(),
+        timestamp: "2024-05-01T12:00:00Z".into(),
+        subject: "rhel9-rpm-sqlite".into(),
+    };
+    let bom = serde_json::to_value(inventory::sbom(&inv, &os, &meta)).expect("json");
+    let hello = bom["components"]
+        .as_array()
+        .expect("components")
+        .iter()
+        .find(|c| c["name"] == "hello")
+        .expect("hello in the SBOM");
+    assert_eq!(
+        hello["purl"],
+        "pkg:rpm/rhel/hello@1.0-1.el9?arch=noarch&distro=rhel-9.3&epoch=2"
+    );
+    assert_eq!(hello["version"], "2:1.0-1.el9");
+    assert_eq!(hello["publisher"], "Snapscan Test");
+}
+
+#[test]
+fn rpm_bdb_packages_equal_rpm_qa_and_the_sqlite_db() {
+    if !is_root() {
+        eprintln!("skipped: the rpm images need root to build (rpm --root chroots)");
+        return;
+    }
+    let (os, inv) = scan("rhel7-rpm-bdb");
+    assert_eq!(
+        (os.id.as_str(), os.version_id.as_deref()),
+        ("rhel", Some("7.9"))
+    );
+    assert_eq!(inv.sources, ["/var/lib/rpm/Packages"]);
+    assert_eq!(inv.warnings, Vec::<String>::new());
+    let got = rpm_triples(&inv.packages);
+    // Debian's rpm reads BerkeleyDB (bdb_ro): the same list as ours.
+    assert_eq!(got, rpm_qa(RpmDb::Bdb));
+    assert_eq!(got, rpm_qa(RpmDb::Sqlite));
+
+    // The same headers as a big-endian hash and as a btree, both made by db_load.
+    let sqlite_root = rpm_root(RpmDb::Sqlite).expect("rpm root");
+    let work = tempfile::tempdir().expect("tempdir");
+    let dump = images::rpm::bdb_dump(&sqlite_root.join("var/lib/rpm/rpmdb.sqlite"), work.path())
+        .expect("dump");
+    // The long-description header must span several 4 KiB pages.
+    assert!(
+        dump.lines().any(|l| l.len() > 2 * 2 * 4096),
+        "no header longer than two pages"
+    );
+    for (name, extra) in [
+        ("little-endian hash", &[][..]),
+        ("big-endian hash", &["-c", "db_lorder=4321"][..]),
+        ("btree", &["-t", "btree"][..]),
+        (
+            "big-endian btree, 512-byte pages",
+            &[
+                "-t",
+                "btree",
+                "-c",
+                "db_lorder=4321",
+                "-c",
+                "db_pagesize=512",
+            ][..],
+        ),
+    ] {
+        let file = work.path().join("Packages");
+        images::rpm::db_load(&dump, &file, extra).expect("db_load");
+        let bytes = std::fs::read(&file).expect("read");
+        let values = inventory::rpm::bdb::values(&bytes).expect(name);
+        assert_eq!(values.errors, vec![], "{name}");
+        let parsed = inventory::rpm::packages(&values.values);
+        assert_eq!(parsed.bad, 0, "{name}");
+        assert_eq!(rpm_triples(&parsed.packages), got, "{name}");
+    }
 }

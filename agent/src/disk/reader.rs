@@ -11,6 +11,12 @@
 //! a cancellation flag), which is how runaway parsers are stopped: once the budget is spent or the
 //! flag is set, every further read fails and the parser unwinds with an error.
 //!
+//! A [`Disk`] can also be *mapped* ([`Disk::mapped`]): its bytes are ranges of other disks, laid
+//! out linearly or striped, which is how a logical volume (LVM, without device-mapper) becomes a
+//! disk that the native parsers read through an ordinary [`Volume`]. A mapped disk has no cache
+//! of its own and counts no bytes itself: each piece of a read goes to the disk it maps onto,
+//! whose cache serves it and whose [`Disk::bytes_read`] counts it.
+//!
 //! It does not write, ever: the file is opened with `O_RDONLY` and nothing here has a write path.
 
 use std::collections::{HashMap, VecDeque};
@@ -96,6 +102,121 @@ pub struct Disk {
 enum Source {
     File(File),
     Memory(Vec<u8>),
+    /// Sorted, contiguous from 0, each one checked against its target disks.
+    Mapped(Vec<MappedExtent>),
+}
+
+/// A range of a mapped disk ([`Disk::mapped`]): `len` bytes from `start`, stored as `layout`
+/// says.
+#[derive(Debug, Clone)]
+pub struct MappedExtent {
+    /// Offset in the mapped disk.
+    pub start: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// Where the bytes are.
+    pub layout: Layout,
+}
+
+/// Where the bytes of a [`MappedExtent`] are.
+#[derive(Debug, Clone)]
+pub enum Layout {
+    /// Contiguous bytes of `disk` from `offset`.
+    Linear {
+        /// The disk holding them.
+        disk: Arc<Disk>,
+        /// Their offset on it.
+        offset: u64,
+    },
+    /// RAID 0: the extent is cut into chunks of `chunk` bytes that go to the stripes in turn;
+    /// each stripe (a disk and an offset on it) holds `len / stripes.len()` bytes.
+    Striped {
+        /// Chunk size in bytes.
+        chunk: u64,
+        /// The stripes in order.
+        stripes: Vec<(Arc<Disk>, u64)>,
+    },
+}
+
+impl MappedExtent {
+    /// Check the extent against its target disks; the error says what is wrong.
+    fn check(&self) -> Result<(), String> {
+        let fits = |disk: &Disk, offset: u64, len: u64| {
+            offset
+                .checked_add(len)
+                .is_some_and(|end| end <= disk.size())
+        };
+        match &self.layout {
+            Layout::Linear { disk, offset } => {
+                if !fits(disk, *offset, self.len) {
+                    return Err(format!(
+                        "{} bytes at {offset:#x} do not fit '{}'",
+                        self.len,
+                        disk.path().display()
+                    ));
+                }
+            }
+            Layout::Striped { chunk, stripes } => {
+                let n = u64::try_from(stripes.len()).unwrap_or(0);
+                let row = chunk.checked_mul(n).filter(|&r| r > 0);
+                let Some(per) = row
+                    .filter(|&r| self.len.is_multiple_of(r))
+                    .map(|_| self.len / n)
+                else {
+                    return Err(format!(
+                        "{} bytes are not whole rows of {} stripes of {chunk} bytes",
+                        self.len,
+                        stripes.len()
+                    ));
+                };
+                for (disk, offset) in stripes {
+                    if !fits(disk, *offset, per) {
+                        return Err(format!(
+                            "stripe of {per} bytes at {offset:#x} does not fit '{}'",
+                            disk.path().display()
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Read `buf.len()` bytes at `offset` from the start of this extent (the caller keeps the
+    /// range inside it).
+    fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        match &self.layout {
+            Layout::Linear { disk, offset: base } => {
+                disk.read_exact_at(base.saturating_add(offset), buf)
+            }
+            Layout::Striped { chunk, stripes } => {
+                let n = u64::try_from(stripes.len()).unwrap_or(1).max(1);
+                let chunk = (*chunk).max(1);
+                let mut done = 0usize;
+                while done < buf.len() {
+                    let at = offset.saturating_add(u64::try_from(done).unwrap_or(u64::MAX));
+                    let index = at / chunk;
+                    let within = at % chunk;
+                    let (disk, base) = usize::try_from(index % n)
+                        .ok()
+                        .and_then(|s| stripes.get(s))
+                        .ok_or_else(|| io::Error::other("stripe index out of range"))?;
+                    let phys = base
+                        .saturating_add((index / n).saturating_mul(chunk))
+                        .saturating_add(within);
+                    let take = usize::try_from(chunk.saturating_sub(within))
+                        .unwrap_or(usize::MAX)
+                        .min(buf.len().saturating_sub(done));
+                    let dst = buf
+                        .get_mut(done..done.saturating_add(take))
+                        .ok_or_else(|| io::Error::other("stripe piece out of range"))?;
+                    disk.read_exact_at(phys, dst)?;
+                    done = done.saturating_add(take);
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -148,6 +269,79 @@ impl Disk {
         })
     }
 
+    /// A disk made of ranges of other disks (a logical volume), shown as `name`. `extents` must
+    /// be contiguous from offset 0, non-empty each, and lie inside their target disks (for a
+    /// striped extent, its length must be whole rows of chunks); anything else is refused with
+    /// [`io::ErrorKind::InvalidInput`]. Reads that cross extents are split; see the module docs
+    /// for caching and counting.
+    pub fn mapped(name: &str, extents: Vec<MappedExtent>) -> io::Result<Arc<Disk>> {
+        let invalid = |msg: String| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("mapped disk {name}: {msg}"),
+            )
+        };
+        let mut size = 0u64;
+        for e in &extents {
+            if e.start != size || e.len == 0 {
+                return Err(invalid(format!(
+                    "extent at {:#x} of {} bytes leaves a gap or overlaps at {size:#x}",
+                    e.start, e.len
+                )));
+            }
+            e.check().map_err(invalid)?;
+            size = size
+                .checked_add(e.len)
+                .ok_or_else(|| invalid("size overflows".into()))?;
+        }
+        let logical_sector_size = extents
+            .first()
+            .map(|e| match &e.layout {
+                Layout::Linear { disk, .. } => disk.logical_sector_size(),
+                Layout::Striped { stripes, .. } => stripes
+                    .first()
+                    .map_or(512, |(d, _)| d.logical_sector_size()),
+            })
+            .unwrap_or(512);
+        Ok(Arc::new(Disk {
+            source: Source::Mapped(extents),
+            path: PathBuf::from(name),
+            size,
+            logical_sector_size,
+            bytes_read: AtomicU64::new(0),
+            cache: Mutex::new(PageCache::default()),
+        }))
+    }
+
+    /// Serve a read of a mapped disk from the disks it maps onto.
+    fn read_mapped(&self, extents: &[MappedExtent], offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = offset.saturating_add(u64::try_from(done).unwrap_or(u64::MAX));
+            // The extent holding `at`: the last one starting at or before it.
+            let index = extents.partition_point(|e| e.start <= at).checked_sub(1);
+            let extent = index
+                .and_then(|i| extents.get(i))
+                .filter(|e| at < e.start.saturating_add(e.len))
+                .ok_or_else(|| out_of_range(at, buf.len().saturating_sub(done), self.size))?;
+            let within = at.saturating_sub(extent.start);
+            let take = usize::try_from(extent.len.saturating_sub(within))
+                .unwrap_or(usize::MAX)
+                .min(buf.len().saturating_sub(done));
+            let dst = buf
+                .get_mut(done..done.saturating_add(take))
+                .ok_or_else(|| out_of_range(at, take, self.size))?;
+            extent.read(within, dst).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("{}: read at {at:#x}: {e}", self.path.display()),
+                )
+            })?;
+            done = done.saturating_add(take);
+        }
+        Ok(())
+    }
+
     /// The path this disk was opened from.
     pub fn path(&self) -> &Path {
         &self.path
@@ -163,7 +357,8 @@ impl Disk {
         self.logical_sector_size
     }
 
-    /// Bytes read from the file or device so far (cache misses only).
+    /// Bytes read from the file or device so far (cache misses only; always 0 for a mapped
+    /// disk, whose reads are counted by the disks it maps onto).
     pub fn bytes_read(&self) -> u64 {
         self.bytes_read.load(Ordering::Relaxed)
     }
@@ -213,6 +408,13 @@ impl Disk {
                         .unwrap_or_default()
                         .copy_from_slice(src.get(..n).unwrap_or_default());
                     Ok(n)
+                }
+                Source::Mapped(extents) => {
+                    let n = usize::try_from(self.size.saturating_sub(at))
+                        .unwrap_or(usize::MAX)
+                        .min(dst.len());
+                    let dst = dst.get_mut(..n).unwrap_or_default();
+                    self.read_mapped(extents, at, dst).map(|()| n)
                 }
             }
             .map_err(|e| {
@@ -267,6 +469,9 @@ impl ReadAt for Disk {
             .ok_or_else(|| out_of_range(offset, buf.len(), self.size))?;
         if len == 0 {
             return Ok(());
+        }
+        if let Source::Mapped(extents) = &self.source {
+            return self.read_mapped(extents, offset, buf);
         }
         let first = offset / PAGE;
         let last = end.saturating_sub(1) / PAGE;
@@ -374,6 +579,15 @@ impl Volume {
     /// The disk this volume is a window on.
     pub fn disk(&self) -> &Arc<Disk> {
         &self.disk
+    }
+
+    /// The same window with another budget (for a second, independent pass over the volume).
+    pub fn with_budget(&self, budget: Budget) -> Volume {
+        Volume {
+            budget,
+            pos: 0,
+            ..self.clone()
+        }
     }
 
     /// The budget governing this volume's reads.
@@ -556,5 +770,111 @@ mod tests {
         assert_eq!(vol.read(&mut buf).expect("read"), 10);
         assert_eq!(vol.read(&mut buf).expect("read at end"), 0);
         assert!(vol.seek(SeekFrom::Current(-1000)).is_err());
+    }
+
+    fn linear(disk: &Arc<Disk>, start: u64, len: u64, offset: u64) -> MappedExtent {
+        MappedExtent {
+            start,
+            len,
+            layout: Layout::Linear {
+                disk: Arc::clone(disk),
+                offset,
+            },
+        }
+    }
+
+    #[test]
+    fn mapped_linear_reads_split_across_extents() {
+        let bytes: Vec<u8> = (0..4 * PAGE).map(|i| (i % 253) as u8).collect();
+        let disk = disk_with(&bytes);
+        // Logical [0, 4096) is physical [8192, 12288); logical [4096, 6144) is physical [100, 2148).
+        let mapped = Disk::mapped(
+            "vg/lv",
+            vec![linear(&disk, 0, 4096, 8192), linear(&disk, 4096, 2048, 100)],
+        )
+        .expect("mapped");
+        assert_eq!(mapped.size(), 6144);
+        let vol = mapped
+            .volume(0, 6144, Budget::new(u64::MAX))
+            .expect("volume");
+        let mut buf = vec![0u8; 200];
+        vol.read_exact_at(4000, &mut buf).expect("read across");
+        let mut want = bytes[8192 + 4000..8192 + 4096].to_vec();
+        want.extend_from_slice(&bytes[100..204]);
+        assert_eq!(buf, want);
+        assert!(vol.read_exact_at(6100, &mut buf).is_err(), "past the end");
+        assert_eq!(
+            mapped.bytes_read(),
+            0,
+            "a mapped disk counts nothing itself"
+        );
+        assert_eq!(
+            disk.bytes_read(),
+            2 * PAGE,
+            "the pages of the physical disk"
+        );
+        let mut all = Vec::new();
+        vol.clone().read_to_end(&mut all).expect("read all");
+        assert_eq!(all.len(), 6144);
+    }
+
+    #[test]
+    fn mapped_striped_reads_round_robin() {
+        let a = disk_with(&[b'a'; 8192]);
+        let bytes: Vec<u8> = (0..8192u32).map(|i| (i % 7) as u8).collect();
+        let b = disk_with(&bytes);
+        let mapped = Disk::mapped(
+            "vg/striped",
+            vec![MappedExtent {
+                start: 0,
+                len: 4096,
+                layout: Layout::Striped {
+                    chunk: 1024,
+                    stripes: vec![(Arc::clone(&a), 0), (Arc::clone(&b), 2048)],
+                },
+            }],
+        )
+        .expect("mapped");
+        let mut buf = vec![0u8; 4096];
+        mapped.read_exact_at(0, &mut buf).expect("read");
+        assert_eq!(buf[..1024], [b'a'; 1024]);
+        assert_eq!(buf[1024..2048], bytes[2048..3072]);
+        assert_eq!(buf[2048..3072], [b'a'; 1024]);
+        assert_eq!(buf[3072..], bytes[3072..4096]);
+    }
+
+    #[test]
+    fn mapped_refuses_bad_layouts() {
+        let disk = disk_with(&[0u8; 8192]);
+        let striped = |len, chunk, n| MappedExtent {
+            start: 0,
+            len,
+            layout: Layout::Striped {
+                chunk,
+                stripes: vec![(Arc::clone(&disk), 0); n],
+            },
+        };
+        for (name, extents) in [
+            (
+                "gap",
+                vec![linear(&disk, 0, 10, 0), linear(&disk, 20, 10, 0)],
+            ),
+            ("not from zero", vec![linear(&disk, 5, 10, 0)]),
+            ("empty extent", vec![linear(&disk, 0, 0, 0)]),
+            ("past the disk", vec![linear(&disk, 0, 4096, 8000)]),
+            (
+                "overflowing offset",
+                vec![linear(&disk, 0, 10, u64::MAX - 2)],
+            ),
+            ("partial row", vec![striped(3000, 1024, 2)]),
+            ("no stripes", vec![striped(2048, 1024, 0)]),
+            ("zero chunk", vec![striped(2048, 0, 2)]),
+            ("stripe past the disk", vec![striped(32768, 1024, 2)]),
+        ] {
+            let got = Disk::mapped("bad", extents)
+                .map(|_| ())
+                .map_err(|e| e.kind());
+            assert_eq!(got, Err(io::ErrorKind::InvalidInput), "case {name}");
+        }
     }
 }

@@ -8,8 +8,11 @@
 //!   snapshot scanned) and the databases read (`snapscan:source`).
 //! - Every package is a component of type `library` (Windows programs: `application`) whose
 //!   `bom-ref` is its purl: `pkg:deb/debian/NAME@VERSION?arch=ARCH&distro=debian-12`,
-//!   `pkg:apk/alpine/NAME@VERSION?arch=ARCH&distro=alpine-3.19.1`, `pkg:rpm/ID/...` (namespace
-//!   = os-release `ID`, `distro` = `ID-VERSION_ID`, else `ID-VERSION_CODENAME`, else `ID`).
+//!   `pkg:apk/alpine/NAME@VERSION?arch=ARCH&distro=alpine-3.19.1`,
+//!   `pkg:rpm/rhel/NAME@VERSION-RELEASE?arch=ARCH&distro=rhel-9.3&epoch=2` (namespace =
+//!   os-release `ID`, `distro` = `ID-VERSION_ID`, else `ID-VERSION_CODENAME`, else `ID`). As the
+//!   purl spec's rpm type says, an rpm epoch is the `epoch` qualifier, not part of the version;
+//!   deb versions keep theirs (`1:2.3-4`), as the spec's deb examples do.
 //!   Purls are built by the `packageurl` crate, which percent-encodes each part and applies the
 //!   purl spec's per-type rules (deb names are lowercased, qualifiers sorted).
 //! - Windows programs get **no purl**: the purl spec has no type for them, and a made-up
@@ -259,8 +262,20 @@ pub fn purl(p: &Package, os: &OsInfo) -> Option<String> {
     if !os.id.is_empty() {
         purl.with_namespace(os.id.as_str()).ok()?;
     }
-    if let Some(v) = &p.version {
-        purl.with_version(v.as_str()).ok()?;
+    let (epoch, version) = match p.version.as_deref() {
+        Some(v) if p.ecosystem == Ecosystem::Rpm => match v.split_once(':') {
+            Some((e, rest)) if !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit()) => {
+                (Some(e), Some(rest))
+            }
+            _ => (None, Some(v)),
+        },
+        v => (None, v),
+    };
+    if let Some(v) = version {
+        purl.with_version(v).ok()?;
+    }
+    if let Some(e) = epoch {
+        purl.add_qualifier("epoch", e).ok()?;
     }
     if let Some(arch) = &p.arch {
         purl.add_qualifier("arch", arch.as_str()).ok()?;
@@ -363,6 +378,18 @@ mod tests {
                 ),
                 os: os("rhel", Some("9.3"), None),
                 want: Some("pkg:rpm/rhel/openssl-libs@3.0.7-24.el9?arch=x86_64&distro=rhel-9.3"),
+            },
+            Case {
+                name: "rpm epoch is a qualifier",
+                package: pkg(Ecosystem::Rpm, "hello", "2:1.0-1.el9", Some("noarch")),
+                os: os("rocky", Some("9.3"), None),
+                want: Some("pkg:rpm/rocky/hello@1.0-1.el9?arch=noarch&distro=rocky-9.3&epoch=2"),
+            },
+            Case {
+                name: "rpm version with a colon that is not an epoch",
+                package: pkg(Ecosystem::Rpm, "odd", "x:1-1", None),
+                os: os("fedora", Some("40"), None),
+                want: Some("pkg:rpm/fedora/odd@x:1-1?distro=fedora-40"),
             },
             Case {
                 name: "odd characters are encoded",

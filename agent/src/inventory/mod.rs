@@ -6,14 +6,12 @@
 //! - dpkg ([`dpkg`]): `var/lib/dpkg/status`, and the per-package files of
 //!   `var/lib/dpkg/status.d/` that distroless images have instead;
 //! - apk ([`apk`]): `lib/apk/db/installed`;
+//! - rpm ([`rpm`]): the sqlite `rpmdb.sqlite` or the BerkeleyDB `Packages` of
+//!   `usr/lib/sysimage/rpm` and `var/lib/rpm`, by our own parsers (no librpm); the ndb
+//!   `Packages.db` of some SUSE releases is only reported as unsupported, and a database
+//!   directory without a database is a warning;
 //! - Windows ([`windows`]): the `Uninstall` keys of the `SOFTWARE` hive, native and
 //!   `WOW6432Node`.
-//!
-//! **RPM databases are not read yet** (neither the sqlite `rpmdb.sqlite` of
-//! `usr/lib/sysimage/rpm` / `var/lib/rpm` nor the BerkeleyDB `Packages` of RHEL 7/8): when either
-//! directory exists the inventory says so in [`Inventory::warnings`], so an empty package list
-//! is never mistaken for "nothing installed". [`Ecosystem::Rpm`] and the `pkg:rpm` purls are
-//! ready for that reader.
 //!
 //! Databases come from an untrusted disk. Every file is read with a size cap; a missing database
 //! is not an error, a damaged, oversized or unparsable one is a warning and the others are still
@@ -25,6 +23,7 @@
 pub mod apk;
 pub mod cyclonedx;
 pub mod dpkg;
+pub mod rpm;
 pub mod windows;
 
 use serde::Serialize;
@@ -40,7 +39,7 @@ pub use cyclonedx::{sbom, SbomMeta};
 pub enum Ecosystem {
     /// A Debian package (dpkg): Debian, Ubuntu and derivatives.
     Deb,
-    /// An RPM package (not read yet; see the module header).
+    /// An RPM package (rpm database).
     Rpm,
     /// An Alpine package (apk).
     Apk,
@@ -53,19 +52,22 @@ pub enum Ecosystem {
 pub struct Package {
     /// Where it comes from (first, so that sorting groups ecosystems).
     pub ecosystem: Ecosystem,
-    /// Package name (dpkg `Package`, apk `P:`), or the Windows `DisplayName`.
+    /// Package name (dpkg `Package`, apk `P:`, rpm `NAME`), or the Windows `DisplayName`.
     pub name: String,
-    /// Version as the package manager writes it (dpkg with its epoch, `1:2.3-4`), or the
-    /// Windows `DisplayVersion`; `None` only for a Windows program that has none.
+    /// Version as the package manager writes it (dpkg with its epoch, `1:2.3-4`; rpm
+    /// `[EPOCH:]VERSION-RELEASE`, `2:1.0-1.el9`), or the Windows `DisplayVersion`; `None` only
+    /// for a Windows program that has none.
     pub version: Option<String>,
     /// Architecture as the package manager names it (`amd64`, `all`, `aarch64`); for Windows
     /// `x86_64` / `aarch64` for the native view and `x86` for `WOW6432Node`.
     pub arch: Option<String>,
-    /// Source package name (dpkg `Source`, apk origin `o:`), when the disk names one.
+    /// Source package name (dpkg `Source`, apk origin `o:`, the name in rpm's `SOURCERPM`),
+    /// when the disk names one.
     pub source: Option<String>,
-    /// Source package version, when it differs from the binary's (dpkg `Source: name (ver)`).
+    /// Source package version, when it differs from the binary's (dpkg `Source: name (ver)`,
+    /// rpm `SOURCERPM`'s `VERSION-RELEASE`).
     pub source_version: Option<String>,
-    /// Windows `Publisher`.
+    /// Windows `Publisher`, rpm `VENDOR`.
     pub publisher: Option<String>,
 }
 
@@ -78,13 +80,9 @@ pub struct Inventory {
     /// (`/var/lib/dpkg/status`, `/lib/apk/db/installed`...), in reading order.
     pub sources: Vec<String>,
     /// Problems that did not stop the inventory: a corrupt or oversized database, skipped
-    /// entries, databases that are not read yet (rpm).
+    /// entries, databases that are not supported (rpm ndb).
     pub warnings: Vec<String>,
 }
-
-/// RPM database directories (sqlite since RHEL 9 / Fedora 33 at the first, BerkeleyDB or sqlite
-/// at the second): only looked for, not read yet.
-pub const RPM_DIRS: [&str; 2] = ["/usr/lib/sysimage/rpm", "/var/lib/rpm"];
 
 /// Read every package database present on `fs`. `os` (the detected OS of this volume) gives the
 /// Windows architecture of the native and `WOW6432Node` views.
@@ -97,17 +95,8 @@ pub fn collect(fs: &dyn RootFs, os: &OsInfo) -> Result<Inventory, FsError> {
     let mut inv = Inventory::default();
     dpkg::read(fs, &mut inv)?;
     apk::read(fs, &mut inv)?;
+    rpm::read(fs, &mut inv)?;
     windows::read(fs, os, &mut inv)?;
-    for dir in RPM_DIRS {
-        match fs.metadata(dir) {
-            Ok(_) => inv.warnings.push(format!(
-                "rpm database directory '{dir}' present, but rpm databases are not read yet: \
-                 rpm packages are missing from this inventory"
-            )),
-            Err(e) if e.is_device_error() => return Err(e),
-            Err(_) => {}
-        }
-    }
     inv.packages.sort();
     inv.packages.dedup();
     Ok(inv)
@@ -244,18 +233,33 @@ mod tests {
                 want: Ok((0, 1)),
             },
             Case {
-                name: "rpm directory present",
+                name: "empty rpm directory next to dpkg",
                 tree: with_status().dir("/var/lib/rpm"),
                 fail: None,
                 want: Ok((2, 1)),
             },
             Case {
-                name: "both rpm directories",
+                name: "corrupt rpmdb.sqlite is a warning",
                 tree: MemTree::default()
                     .dir("/var/lib/rpm")
                     .file("/usr/lib/sysimage/rpm/rpmdb.sqlite", "SQLite format 3\0"),
                 fail: None,
-                want: Ok((0, 2)),
+                want: Ok((0, 1)),
+            },
+            Case {
+                name: "rpm and dpkg packages together",
+                tree: with_status().file(
+                    "/var/lib/rpm/Packages",
+                    rpm::bdb::tests::build(
+                        false,
+                        false,
+                        4096,
+                        &[(b"\x01\0\0\0", &rpm::header::sample("bash", None))],
+                        1000,
+                    ),
+                ),
+                fail: None,
+                want: Ok((3, 0)),
             },
             Case {
                 name: "io on the rpm probe stops",

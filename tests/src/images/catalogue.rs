@@ -10,9 +10,9 @@ use anyhow::Context;
 
 use super::disk::{assemble, Partition, Table, MIB};
 use super::fs::{build_fs, sparse_file, FsKind};
-use super::lvm::{build_pv, LogicalVolume};
+use super::lvm::{build_pv, build_vg, LogicalVolume, Step};
 use super::roots::{debian_root, write_synthetic_root, DEBIAN_REV};
-use super::{Expect, ExpectOs, ExpectVolume, Fixture, DEBIAN_HOSTNAME, IMAGES_REV};
+use super::{Expect, ExpectLv, ExpectOs, ExpectVolume, Fixture, DEBIAN_HOSTNAME, IMAGES_REV};
 use crate::windows::{expected, write_root, WindowsFlavor};
 
 /// A builder: `(work directory, output image)`.
@@ -120,10 +120,41 @@ const RECIPES: &[Recipe] = &[
         debian: true,
         expect: || Expect {
             partition_table: "gpt",
-            volumes: vec![vol("ext4", Some("boot"), false), vol("lvm2_member", None, true)],
+            volumes: vec![
+                vol("ext4", Some("boot"), false),
+                ExpectVolume {
+                    logical_volumes: vec![
+                        lv("vg0", "root", "ext4", Some("root"), true, 1),
+                        lv("vg0", "swap", "swap", Some("swap"), false, 1),
+                    ],
+                    ..vol("lvm2_member", None, true)
+                },
+            ],
             os: Some(debian(1)),
         },
         build: debian_lvm,
+    },
+    Recipe {
+        name: "debian-lvm-multiseg",
+        what: "GPT with two LVM PVs of one VG vg0: LV data (ext4 with files) in 3 segments over both PVs, LV b between",
+        rev: 1,
+        needs_root: true,
+        debian: false,
+        expect: || Expect {
+            partition_table: "gpt",
+            volumes: vec![
+                ExpectVolume {
+                    logical_volumes: vec![
+                        lv("vg0", "data", "ext4", Some("multiseg"), false, 3),
+                        lv("vg0", "b", "ext4", Some("lvb"), false, 1),
+                    ],
+                    ..vol("lvm2_member", None, false)
+                },
+                vol("lvm2_member", None, false),
+            ],
+            os: None,
+        },
+        build: debian_lvm_multiseg,
     },
     Recipe {
         name: "debian-logical",
@@ -340,6 +371,70 @@ const RECIPES: &[Recipe] = &[
         build: |work, out| data_disk(work, out, FsKind::Ntfs, "NTFSDATA", "7"),
     },
     Recipe {
+        name: "dirty-ext4",
+        what: "ext4 on the whole disk, shut down after writes: its journal needs recovery (nothing-written tests)",
+        rev: 1,
+        needs_root: true,
+        debian: false,
+        expect: || Expect {
+            partition_table: "none",
+            volumes: vec![vol("ext4", Some(super::dirty::DIRTY_LABEL), false)],
+            os: None,
+        },
+        build: super::dirty::dirty_ext4,
+    },
+    Recipe {
+        name: "dirty-xfs",
+        what: "XFS on the whole disk, shut down after writes: its log is dirty (nothing-written tests)",
+        rev: 1,
+        needs_root: true,
+        debian: false,
+        expect: || Expect {
+            partition_table: "none",
+            volumes: vec![vol("xfs", Some(super::dirty::DIRTY_LABEL), false)],
+            os: None,
+        },
+        build: super::dirty::dirty_xfs,
+    },
+    Recipe {
+        name: "rhel9-rpm-sqlite",
+        what: "GPT + ext4: the rhel9 root with packages installed by rpm into a real var/lib/rpm/rpmdb.sqlite",
+        rev: super::rpm::RPM_REV,
+        needs_root: true,
+        debian: false,
+        expect: || Expect {
+            partition_table: "gpt",
+            volumes: vec![vol("ext4", Some("root"), true)],
+            os: Some(linux(
+                "rhel",
+                Some("9.3"),
+                Some("Red Hat Enterprise Linux 9.3 (Plow)"),
+                Some("rhel9-web"),
+                Some("x86_64"),
+            )),
+        },
+        build: |work, out| super::rpm::rpm_image(work, out, super::rpm::RpmDb::Sqlite),
+    },
+    Recipe {
+        name: "rhel7-rpm-bdb",
+        what: "GPT + ext4: RHEL 7.9 root whose rpm database is a BerkeleyDB hash Packages (db_load of the sqlite fixture's headers)",
+        rev: super::rpm::RPM_REV,
+        needs_root: true,
+        debian: false,
+        expect: || Expect {
+            partition_table: "gpt",
+            volumes: vec![vol("ext4", Some("root"), true)],
+            os: Some(linux(
+                "rhel",
+                Some("7.9"),
+                Some("Red Hat Enterprise Linux Server 7.9 (Maipo)"),
+                Some(super::rpm::RHEL7_HOSTNAME),
+                Some("x86_64"),
+            )),
+        },
+        build: |work, out| super::rpm::rpm_image(work, out, super::rpm::RpmDb::Bdb),
+    },
+    Recipe {
         name: "empty",
         what: "4 MiB of zeros: no table, no filesystem, no OS",
         rev: 1,
@@ -359,6 +454,25 @@ fn vol(filesystem: &'static str, label: Option<&'static str>, has_os: bool) -> E
         filesystem,
         label,
         has_os,
+        logical_volumes: Vec::new(),
+    }
+}
+
+fn lv(
+    vg: &'static str,
+    name: &'static str,
+    filesystem: &'static str,
+    label: Option<&'static str>,
+    has_os: bool,
+    segments: usize,
+) -> ExpectLv {
+    ExpectLv {
+        vg,
+        name,
+        filesystem,
+        label,
+        has_os,
+        segments,
     }
 }
 
@@ -680,6 +794,87 @@ fn debian_lvm(work: &Path, out: &Path) -> anyhow::Result<()> {
         &[
             part(BOOT_MIB, "8300", "boot", Some(&boot)),
             part(PV_MIB, "8e00", "lvm", Some(&pv)),
+        ],
+        out,
+    )?;
+    Ok(())
+}
+
+/// The files of the multi-segment LV: enough data that every segment holds some of it.
+fn multiseg_tree(work: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let big: Vec<u8> = (0..12u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    tree(
+        work,
+        "multiseg",
+        &[
+            ("README.txt", b"a file system in three LVM segments\n"),
+            ("data/big.bin", &big),
+            ("data/small.txt", b"small\n"),
+        ],
+    )
+}
+
+fn debian_lvm_multiseg(work: &Path, out: &Path) -> anyhow::Result<()> {
+    // 1 MiB of PV label and metadata, then 4 MiB extents: PV 1 holds 4, PV 2 holds 2.
+    const PV1_MIB: u64 = 20;
+    const PV2_MIB: u64 = 12;
+    let data = work.join("data.fs");
+    build_fs(
+        FsKind::Ext4,
+        16 * MIB,
+        Some("multiseg"),
+        Some(&multiseg_tree(work)?),
+        &data,
+    )?;
+    let b = work.join("b.fs");
+    let b_tree = tree(work, "b", &[("b.txt", b"LV b\n")])?;
+    build_fs(FsKind::Ext4, 4 * MIB, Some("lvb"), Some(&b_tree), &b)?;
+    let (pv1, pv2) = (work.join("pv1.img"), work.join("pv2.img"));
+    // data: extents 0-1 of PV 1; b: extent 2; data grows into extent 3 (a second segment,
+    // not contiguous with the first) and then into PV 2 (a third).
+    let placed = build_vg(
+        "vg0",
+        &[(&pv1, PV1_MIB * MIB), (&pv2, PV2_MIB * MIB)],
+        &[
+            Step::Create {
+                name: "data",
+                size_bytes: 8 * MIB,
+                pv: Some(0),
+            },
+            Step::Create {
+                name: "b",
+                size_bytes: 4 * MIB,
+                pv: Some(0),
+            },
+            Step::Extend {
+                name: "data",
+                add_bytes: 4 * MIB,
+                pv: Some(0),
+            },
+            Step::Extend {
+                name: "data",
+                add_bytes: 4 * MIB,
+                pv: Some(1),
+            },
+        ],
+        &[("data", &data), ("b", &b)],
+    )?;
+    let segments = placed
+        .iter()
+        .find(|(n, _)| n == "data")
+        .map_or(0, |(_, s)| s.len());
+    anyhow::ensure!(
+        segments == 3,
+        "LV data has {segments} segments, want 3: {placed:?}"
+    );
+    assemble(
+        Table::Gpt,
+        None,
+        &[
+            part(PV1_MIB, "8e00", "lvm1", Some(&pv1)),
+            part(PV2_MIB, "8e00", "lvm2", Some(&pv2)),
         ],
         out,
     )?;
