@@ -7,14 +7,26 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config};
 use crate::inspect::{self, Options};
+use crate::scan::report::{render_summary, Status, Subject};
+use crate::scan::{self, ScanRequest};
 
 /// Everything worked.
 pub const EXIT_OK: u8 = 0;
 /// At least one disk could not be opened or read (each has a one-line `error:` on stderr).
 pub const EXIT_FAILURE: u8 = 1;
-/// The command line was wrong (clap's own code).
+/// The command line or the configuration was wrong.
 pub const EXIT_USAGE: u8 = 2;
+/// `scan`: results written, but incomplete (the scanner said partial, a volume or package
+/// database could not be read).
+pub const EXIT_PARTIAL: u8 = 3;
+/// `scan`: results written locally, but the sink did not acknowledge them.
+pub const EXIT_UPLOAD_FAILED: u8 = 4;
+/// Stopped by SIGINT or SIGTERM, after cleaning up (128 + SIGINT, as shells report it).
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// snapscan: agentless disk scanner for Google Compute Engine.
 #[derive(Debug, Parser)]
@@ -104,10 +116,8 @@ pub struct InspectArgs {
 pub fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Inspect(args) => run_inspect(&args),
-        Command::Scan(_) | Command::Upload(_) => {
-            eprintln!("error: not built yet");
-            EXIT_FAILURE
-        }
+        Command::Scan(args) => run_scan(&args),
+        Command::Upload(args) => run_upload(&args),
     }
 }
 
@@ -148,4 +158,132 @@ fn run_inspect(args: &InspectArgs) -> u8 {
         }
     }
     code
+}
+
+/// Print an error and its causes, one ` -> cause` line each.
+pub fn print_error(e: &anyhow::Error) {
+    eprintln!("error: {e}");
+    for cause in e.chain().skip(1) {
+        eprintln!(" -> {cause}");
+    }
+}
+
+/// Load the settings named on the command line (or the default layers).
+fn load_config(file: Option<&std::path::Path>) -> Result<Config, u8> {
+    config::load(file).map_err(|e| {
+        print_error(&e);
+        EXIT_USAGE
+    })
+}
+
+/// A multi-threaded runtime for the async commands.
+fn runtime() -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            EXIT_FAILURE
+        })
+}
+
+/// Cancel `token` on the first SIGINT or SIGTERM.
+async fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::warn!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    tracing::warn!("signal received: stopping and cleaning up");
+    token.cancel();
+}
+
+fn run_upload(args: &UploadArgs) -> u8 {
+    let cfg = match load_config(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match runtime() {
+        Ok(rt) => rt.block_on(crate::upload::cli::run_cli(args, &cfg.upload)),
+        Err(code) => code,
+    }
+}
+
+fn run_scan(args: &ScanArgs) -> u8 {
+    let cfg = match load_config(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let scanner = args
+        .scanner
+        .clone()
+        .unwrap_or_else(|| cfg.scan.scanner.clone());
+    if let Err(e) = cfg.check_scanner(&scanner) {
+        print_error(&e);
+        return EXIT_USAGE;
+    }
+    let mut req = ScanRequest {
+        path: args.path.clone(),
+        output_dir: PathBuf::new(),
+        scanner,
+        subject: Subject {
+            snapshot: args.snapshot.clone(),
+            instance_id: args.instance_id.clone(),
+            ..Subject::default()
+        },
+        upload_url: args.upload.clone(),
+    };
+    req.output_dir = match &args.output {
+        Some(dir) => dir.clone(),
+        None => cfg
+            .scan
+            .results_dir
+            .join(format!("{}-{}", req.result_name(), compact_now())),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let report = rt.block_on(async {
+        let cancel = CancellationToken::new();
+        let watcher = tokio::spawn(cancel_on_signal(cancel.clone()));
+        let report = scan::scan(&req, &cfg, cancel).await;
+        watcher.abort();
+        report
+    });
+    let text = if args.json {
+        serde_json::to_string_pretty(&report).map(|j| j + "\n")
+    } else {
+        Ok(render_summary(&report, &req.output_dir))
+    };
+    match text {
+        Ok(t) => {
+            let _ = std::io::stdout().lock().write_all(t.as_bytes());
+        }
+        Err(e) => eprintln!("error: cannot encode the report: {e}"),
+    }
+    if let Some(e) = &report.error {
+        eprintln!("error: {e}");
+    }
+    match report.status {
+        Status::Success => EXIT_OK,
+        Status::Partial => EXIT_PARTIAL,
+        Status::UploadFailed => EXIT_UPLOAD_FAILED,
+        Status::Failed => EXIT_FAILURE,
+        Status::Interrupted => EXIT_INTERRUPTED,
+    }
+}
+
+/// The current UTC time as `20261128T175500Z`, for directory names.
+fn compact_now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace(['-', ':'], "")
 }

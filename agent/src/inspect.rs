@@ -119,6 +119,9 @@ pub struct LvmInfo {
     pub segments: usize,
     /// Index of the volume holding the PV of its first segment.
     pub pv_volume: Option<usize>,
+    /// One linear segment on a PV of this disk: `start_bytes` and `size_bytes` then give the
+    /// whole LV, so a loop device can map it without device-mapper.
+    pub linear: bool,
 }
 
 /// Bytes the LVM label and metadata reads of one PV may request (two metadata areas at most).
@@ -266,6 +269,7 @@ fn add_logical_volumes(report: &mut DiskReport, volumes: &mut Vec<Option<Volume>
                     lv_uuid: lv.uuid.clone(),
                     segments: lv.segments.len(),
                     pv_volume: first.map(|(i, _)| i),
+                    linear: lv.linear_extent(&vg).is_some(),
                 }),
                 ..blank(report.volumes.len(), None, start, lv.size_bytes)
             };

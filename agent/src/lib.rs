@@ -9,6 +9,7 @@
 
 mod bytes;
 pub mod cli;
+pub mod config;
 pub mod detect;
 pub mod disk;
 pub mod fs;

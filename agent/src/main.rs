@@ -1,5 +1,8 @@
-//! The `snapscan` binary: parse the command line, run, turn the outcome into an exit code.
-//! Everything else lives in the library.
+//! The `snapscan` binary: parse the command line, set up logging, run, turn the outcome into an
+//! exit code. Everything else lives in the library.
+//!
+//! Logs go to stderr; `SNAPSCAN_LOG` sets the level or filter (`info`, `snapscan=debug`;
+//! default `warn`).
 
 use std::process::ExitCode;
 
@@ -17,5 +20,11 @@ fn main() -> ExitCode {
             });
         }
     };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SNAPSCAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     ExitCode::from(snapscan::cli::run(cli))
 }

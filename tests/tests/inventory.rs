@@ -7,7 +7,6 @@
 //! ntfs-3g, `rpm --root`); those tests are skipped with a note otherwise.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use snapscan::detect::{self, OsInfo};
 use snapscan::disk::probe::FsKind;
@@ -15,6 +14,7 @@ use snapscan::disk::reader::{Budget, Disk};
 use snapscan::fs::{ext4, ntfs};
 use snapscan::inspect::{self, Options};
 use snapscan::inventory::{self, Ecosystem, Inventory, SbomMeta};
+use snapscan_tests::expect::{self, Triple};
 use snapscan_tests::images::rpm::{rpm_root, RpmDb};
 use snapscan_tests::images::{self, is_root};
 use snapscan_tests::windows::{self, WindowsFlavor};
@@ -46,8 +46,6 @@ fn scan(name: &str) -> (OsInfo, Inventory) {
     }
 }
 
-type Triple = (String, String, String);
-
 fn triples(inv: &Inventory) -> BTreeSet<Triple> {
     inv.packages
         .iter()
@@ -72,39 +70,7 @@ fn debian_packages_equal_dpkg_query() {
     assert_eq!(inv.warnings, Vec::<String>::new());
     assert!(inv.packages.iter().all(|p| p.ecosystem == Ecosystem::Deb));
 
-    let root = images::debian_root().expect("debian root");
-    let out = Command::new("dpkg-query")
-        .arg(format!(
-            "--admindir={}",
-            root.join("var/lib/dpkg").display()
-        ))
-        .args([
-            "-W",
-            "-f",
-            "${db:Status-Abbrev}|${Package}|${Version}|${Architecture}\n",
-        ])
-        .output()
-        .expect("run dpkg-query");
-    assert!(
-        out.status.success(),
-        "dpkg-query: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let want: BTreeSet<Triple> = String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split('|');
-            let status = f.next()?;
-            let t = (f.next()?.into(), f.next()?.into(), f.next()?.into());
-            status.starts_with("ii").then_some(t)
-        })
-        .collect();
-    assert!(
-        want.len() > 80,
-        "only {} packages from dpkg-query",
-        want.len()
-    );
+    let want = expect::debian_packages();
     let got = triples(&inv);
     let missing: Vec<_> = want.difference(&got).collect();
     let extra: Vec<_> = got.difference(&want).collect();

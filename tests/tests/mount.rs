@@ -18,6 +18,7 @@ use snapscan::fs::host::{self, HostTree};
 use snapscan::fs::{ext4, FileType, FsError, RootFs, Rooted};
 use snapscan::inspect::{inspect, Options};
 use snapscan::mount::{mountinfo, Mount, Workspace};
+use snapscan_tests::expect::sha256_file;
 use snapscan_tests::images::cmd::{run, tool};
 use snapscan_tests::images::guard;
 use snapscan_tests::images::{self, is_root};
@@ -61,11 +62,6 @@ fn volume(name: &str, index: usize) -> Vol {
         size: v.size_bytes,
         kind: v.filesystem,
     }
-}
-
-fn sha256(path: &Path) -> String {
-    let out = run(tool("sha256sum").arg(path), None).expect("sha256sum");
-    out.split_whitespace().next().expect("a hash").to_owned()
 }
 
 /// A sparse copy of `src` in `dir`.
@@ -398,9 +394,9 @@ fn nothing_is_written_even_with_a_dirty_journal() {
     ];
     for c in cases {
         let v = volume(c.fixture, c.index);
-        let before = sha256(&v.img);
+        let before = sha256_file(&v.img);
         let files = mount_and_walk(&v.img, v.start, v.size, v.kind);
-        let after = sha256(&v.img);
+        let after = sha256_file(&v.img);
         assert_eq!(before, after, "{}: the image changed", c.fixture);
         assert!(files >= c.min_files, "{}: only {files} files", c.fixture);
         eprintln!(
@@ -432,7 +428,7 @@ fn the_dirty_fixtures_change_when_their_journal_is_replayed() {
         drop(refused);
         ro.detach().expect("detach");
 
-        let before = sha256(&img);
+        let before = sha256_file(&img);
         let rw = guard::LoopDevice::attach(&img, 0, None, false).expect("rw loop");
         let mnt = guard::Mount::new(rw.path(), dir.path(), fstype, "ro").expect("mount");
         let replayed = std::fs::read_dir(mnt.target().join("journaled"))
@@ -440,7 +436,7 @@ fn the_dirty_fixtures_change_when_their_journal_is_replayed() {
             .unwrap_or(0);
         mnt.unmount().expect("unmount");
         rw.detach().expect("detach");
-        let after = sha256(&img);
+        let after = sha256_file(&img);
         assert_ne!(
             before, after,
             "{fixture}: replaying the journal wrote nothing"

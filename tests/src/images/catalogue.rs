@@ -8,6 +8,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
+use super::cmd::{run, tool};
 use super::disk::{assemble, Partition, Table, MIB};
 use super::fs::{build_fs, sparse_file, FsKind};
 use super::lvm::{build_pv, build_vg, LogicalVolume, Step};
@@ -114,8 +115,8 @@ const RECIPES: &[Recipe] = &[
     },
     Recipe {
         name: "debian-lvm",
-        what: "GPT: ext4 /boot + LVM PV (VG vg0: LV root ext4 with Debian 12, LV swap); OS root is not the /boot volume",
-        rev: 1,
+        what: "GPT: ext4 /boot + LVM PV (VG vg0: LV root ext4 with Debian 12, LV swap); OS root is not the /boot volume; the root's /etc/fstab mounts /boot by LABEL and / by /dev/mapper name",
+        rev: 2,
         needs_root: true,
         debian: true,
         expect: || Expect {
@@ -720,6 +721,19 @@ fn debian_btrfs(work: &Path, out: &Path) -> anyhow::Result<()> {
 }
 
 /// A /boot tree: kernel and initrd look-alikes and a grub directory.
+/// Replace `path` in the ext4 image `fs` with `content` (debugfs, no mount).
+fn replace_file(fs: &Path, path: &str, content: &[u8], work: &Path) -> anyhow::Result<()> {
+    let local = work.join("replace_file.tmp");
+    std::fs::write(&local, content)
+        .with_context(|| format!("failed to write '{}'", local.display()))?;
+    let script = format!("rm {path}\nwrite {} {path}\n", local.display());
+    run(
+        tool("debugfs").arg("-w").arg("-f").arg("-").arg(fs),
+        Some(script.as_bytes()),
+    )?;
+    Ok(())
+}
+
 fn boot_tree(work: &Path) -> anyhow::Result<std::path::PathBuf> {
     // A bzImage starts its setup header at 0x1f1; "HdrS" at 0x202 marks it.
     let mut vmlinuz = vec![0u8; 16 * 1024];
@@ -767,6 +781,16 @@ fn debian_lvm(work: &Path, out: &Path) -> anyhow::Result<()> {
         Some("root"),
         Some(&debian),
         &root,
+    )?;
+    replace_file(
+        &root,
+        "/etc/fstab",
+        b"# written by the fixture builder\n\
+          /dev/mapper/vg0-root / ext4 errors=remount-ro 0 1\n\
+          LABEL=boot /boot ext4 defaults,nodev 0 2\n\
+          /dev/vg0/swap none swap sw 0 0\n\
+          tmpfs /tmp tmpfs defaults 0 0\n",
+        work,
     )?;
     let swap = work.join("swap.fs");
     build_fs(FsKind::Swap, SWAP_MIB * MIB, Some("swap"), None, &swap)?;

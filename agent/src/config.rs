@@ -1,0 +1,376 @@
+//! Settings, in layers (the `config` crate): built-in defaults → `/etc/snapscan/agent.toml` →
+//! `/etc/snapscan/agent.d/*.toml` (in name order) → `SNAPSCAN_*` environment variables
+//! (`SNAPSCAN_UPLOAD__SINK=qflow`: a double underscore separates tables). With `--config FILE`
+//! that one file replaces the two `/etc` layers. Every table denies unknown keys, so a typo is an
+//! error at load time, not a silently ignored setting.
+//!
+//! The tables belong to the modules that use them: `[scan]` here, `[scanner.profiles.NAME]`
+//! ([`crate::scanner::Profile`]) and `[upload]` ([`crate::upload::UploadConfig`]). [`load`]
+//! validates the result: every scanner profile's template, the chosen scanner's existence.
+//!
+//! Not here: reading secrets (the upload sink and the scanner runner read token files and
+//! environment variables themselves, when they need them, so that a secret never sits in a
+//! settings value that could be printed).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::scanner::{self, Profile};
+use crate::upload::UploadConfig;
+
+/// The system configuration file.
+pub const SYSTEM_FILE: &str = "/etc/snapscan/agent.toml";
+/// The drop-in directory: `*.toml` files read after [`SYSTEM_FILE`], in name order.
+pub const DROP_IN_DIR: &str = "/etc/snapscan/agent.d";
+/// Prefix of the environment variables that override settings.
+pub const ENV_PREFIX: &str = "SNAPSCAN";
+/// The name of the built-in scanner.
+pub const INVENTORY: &str = "inventory";
+
+/// Every setting.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// How one disk is scanned.
+    pub scan: ScanConfig,
+    /// External scanners.
+    pub scanner: ScannerConfig,
+    /// Where results go.
+    pub upload: UploadConfig,
+}
+
+/// The `[scan]` table.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScanConfig {
+    /// The scanner run when none is named: `inventory` (built in) or a profile name.
+    pub scanner: String,
+    /// Private work area for mount points and the record of loop devices; leftovers of a
+    /// crashed run are cleaned up here at start. Default `/run/snapscan`.
+    pub work_dir: PathBuf,
+    /// Where `snapscan scan` writes results when `--output` is not given: a directory per scan
+    /// below it. Default `snapscan-results` (relative to the working directory).
+    pub results_dir: PathBuf,
+    /// Longest the native parse of one volume (OS detection) may take. Default 30.
+    pub volume_timeout_secs: u64,
+    /// Longest the built-in inventory of one disk may take. Default 300.
+    pub inventory_timeout_secs: u64,
+    /// Mount the disk's volumes with the kernel when possible (else only native parsing, which
+    /// reads ext2/3/4 and NTFS). Default true.
+    pub kernel_mounts: bool,
+    /// Directories where external scanner programs are looked up, in order (also their
+    /// `PATH`). Empty (the default): the scanner module's safe `PATH`.
+    pub scanner_search_path: Vec<PathBuf>,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig {
+            scanner: INVENTORY.to_owned(),
+            work_dir: PathBuf::from("/run/snapscan"),
+            results_dir: PathBuf::from("snapscan-results"),
+            volume_timeout_secs: 30,
+            inventory_timeout_secs: 300,
+            kernel_mounts: true,
+            scanner_search_path: Vec::new(),
+        }
+    }
+}
+
+/// The `[scanner]` table.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScannerConfig {
+    /// External scanner profiles by name; they replace the built-in profiles of the same name
+    /// (`qscanner`, `command`).
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+impl Config {
+    /// The profile called `name`: from the configuration, else built in. `None` for
+    /// [`INVENTORY`] and unknown names.
+    pub fn profile(&self, name: &str) -> Option<Profile> {
+        self.scanner
+            .profiles
+            .get(name)
+            .cloned()
+            .or_else(|| scanner::builtin_profiles().remove(name))
+    }
+
+    /// Every scanner name that can be chosen.
+    pub fn scanner_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = scanner::builtin_profiles().into_keys().collect();
+        names.extend(self.scanner.profiles.keys().cloned());
+        names.push(INVENTORY.to_owned());
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Check what serde cannot: the configured profiles and the default scanner.
+    ///
+    /// # Errors
+    ///
+    /// The first problem found, naming the table.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (name, profile) in &self.scanner.profiles {
+            profile
+                .validate()
+                .with_context(|| format!("invalid [scanner.profiles.{name}]"))?;
+        }
+        self.check_scanner(&self.scan.scanner)
+            .context("invalid [scan] scanner")
+    }
+
+    /// Error unless `name` is [`INVENTORY`] or a usable profile.
+    ///
+    /// # Errors
+    ///
+    /// Unknown name, or a profile that does not validate (the built-in `command` profile until
+    /// its command is configured).
+    pub fn check_scanner(&self, name: &str) -> anyhow::Result<()> {
+        if name == INVENTORY {
+            return Ok(());
+        }
+        match self.profile(name) {
+            Some(p) => p
+                .validate()
+                .with_context(|| format!("scanner profile '{name}' is not usable")),
+            None => bail!(
+                "unknown scanner '{name}' (known: {})",
+                self.scanner_names().join(", ")
+            ),
+        }
+    }
+}
+
+/// Load and validate the settings: `file` instead of the system layers when given.
+///
+/// # Errors
+///
+/// An unreadable or malformed file (named), an unknown key, a bad value or an invalid profile.
+pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+    load_from(file, Path::new(SYSTEM_FILE), Path::new(DROP_IN_DIR))
+}
+
+fn load_from(file: Option<&Path>, system: &Path, drop_ins: &Path) -> anyhow::Result<Config> {
+    let mut builder = config::Config::builder();
+    let files: Vec<(PathBuf, bool)> = match file {
+        Some(f) => vec![(f.to_path_buf(), true)],
+        None => {
+            let mut v = vec![(system.to_path_buf(), false)];
+            v.extend(drop_in_files(drop_ins)?.into_iter().map(|p| (p, true)));
+            v
+        }
+    };
+    for (path, required) in &files {
+        if !required && !path.exists() {
+            continue;
+        }
+        // Read it ourselves: the config crate's own errors do not say which file failed.
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read '{}'", path.display()))?;
+        toml_check(&text).with_context(|| format!("'{}' is not valid TOML", path.display()))?;
+        builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+    }
+    builder = builder.add_source(
+        config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(true)
+            .source(Some(setting_vars(std::env::vars()))),
+    );
+    let merged = builder.build().context("cannot merge the settings")?;
+    let cfg: Config = merged
+        .try_deserialize()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| match file {
+            Some(f) => format!("invalid settings in '{}'", f.display()),
+            None => format!("invalid settings ({SYSTEM_FILE}, {DROP_IN_DIR}, {ENV_PREFIX}_*)"),
+        })?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// The environment variables that are settings: `SNAPSCAN_TABLE__KEY`. Others with the prefix
+/// (`SNAPSCAN_TEST_CACHE` of the test suite) are not, and must not fail the unknown-key check.
+fn setting_vars(vars: impl Iterator<Item = (String, String)>) -> config::Map<String, String> {
+    let prefix = format!("{ENV_PREFIX}_");
+    vars.filter(|(k, _)| {
+        k.strip_prefix(&prefix)
+            .is_some_and(|rest| rest.contains("__"))
+    })
+    .collect()
+}
+
+/// Parse as TOML only to report syntax errors with the file's name.
+fn toml_check(text: &str) -> anyhow::Result<()> {
+    config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .build()
+        .map(drop)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The `*.toml` files of the drop-in directory, sorted by name; none when it does not exist.
+fn drop_in_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot list '{}'", dir.display())),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("cannot list '{}'", dir.display()))?
+            .path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    #[test]
+    fn layers_and_errors() {
+        struct Case {
+            name: &'static str,
+            system: Option<&'static str>,
+            drop_ins: &'static [(&'static str, &'static str)],
+            file: Option<&'static str>,
+            /// `Ok(scanner, volume_timeout)` or `Err(substring of the error chain)`.
+            want: Result<(&'static str, u64), &'static str>,
+        }
+        let cases = [
+            Case {
+                name: "defaults",
+                system: None,
+                drop_ins: &[],
+                file: None,
+                want: Ok(("inventory", 30)),
+            },
+            Case {
+                name: "system file",
+                system: Some("[scan]\nvolume_timeout_secs = 5\n"),
+                drop_ins: &[],
+                file: None,
+                want: Ok(("inventory", 5)),
+            },
+            Case {
+                name: "drop-ins override in name order",
+                system: Some("[scan]\nvolume_timeout_secs = 5\n"),
+                drop_ins: &[
+                    ("20-b.toml", "[scan]\nvolume_timeout_secs = 7\n"),
+                    ("10-a.toml", "[scan]\nvolume_timeout_secs = 6\n"),
+                    ("30-c.conf", "[scan]\nvolume_timeout_secs = 99\n"),
+                ],
+                file: None,
+                want: Ok(("inventory", 7)),
+            },
+            Case {
+                name: "--config replaces the system layers",
+                system: Some("[scan]\nvolume_timeout_secs = 5\n"),
+                drop_ins: &[],
+                file: Some("[scan]\nscanner = \"qscanner\"\n"),
+                want: Ok(("qscanner", 30)),
+            },
+            Case {
+                name: "unknown key",
+                system: Some("[scan]\nvolume_timeout = 5\n"),
+                drop_ins: &[],
+                file: None,
+                want: Err("unknown field"),
+            },
+            Case {
+                name: "bad TOML names the file",
+                system: None,
+                drop_ins: &[("10-a.toml", "[scan\n")],
+                file: None,
+                want: Err("10-a.toml"),
+            },
+            Case {
+                name: "unknown scanner",
+                system: None,
+                drop_ins: &[],
+                file: Some("[scan]\nscanner = \"nope\"\n"),
+                want: Err("unknown scanner 'nope'"),
+            },
+            Case {
+                name: "command profile without a command",
+                system: None,
+                drop_ins: &[],
+                file: Some("[scan]\nscanner = \"command\"\n"),
+                want: Err("not usable"),
+            },
+            Case {
+                name: "missing --config file",
+                system: None,
+                drop_ins: &[],
+                file: None,
+                want: Ok(("inventory", 30)),
+            },
+        ];
+        for c in cases {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let system = dir.path().join("agent.toml");
+            if let Some(text) = c.system {
+                write(dir.path(), "agent.toml", text);
+            }
+            let drop_dir = dir.path().join("agent.d");
+            std::fs::create_dir(&drop_dir).expect("mkdir");
+            for (name, text) in c.drop_ins {
+                write(&drop_dir, name, text);
+            }
+            let file = c.file.map(|t| write(dir.path(), "given.toml", t));
+            let got = load_from(file.as_deref(), &system, &drop_dir)
+                .map(|cfg| (cfg.scan.scanner.clone(), cfg.scan.volume_timeout_secs))
+                .map_err(|e| format!("{e:#}"));
+            match (&got, &c.want) {
+                (Ok((s, t)), Ok((ws, wt))) => {
+                    assert_eq!((s.as_str(), *t), (*ws, *wt), "case {}", c.name)
+                }
+                (Err(e), Err(sub)) => assert!(e.contains(sub), "case {}: {e}", c.name),
+                _ => panic!("case {}: got {got:?}", c.name),
+            }
+        }
+    }
+
+    #[test]
+    fn only_table_qualified_variables_are_settings() {
+        let vars = [
+            ("SNAPSCAN_SCAN__SCANNER", "qscanner"),
+            ("SNAPSCAN_TEST_CACHE", "/var/cache"),
+            ("SNAPSCANX__Y", "1"),
+            ("PATH", "/bin"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let got = setting_vars(vars.into_iter());
+        assert_eq!(got.keys().collect::<Vec<_>>(), ["SNAPSCAN_SCAN__SCANNER"]);
+    }
+
+    #[test]
+    fn missing_config_file_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = load_from(
+            Some(&dir.path().join("absent.toml")),
+            &dir.path().join("agent.toml"),
+            &dir.path().join("agent.d"),
+        )
+        .expect_err("absent file");
+        assert!(format!("{err:#}").contains("absent.toml"), "{err:#}");
+    }
+}

@@ -1,0 +1,467 @@
+//! Reaching the files of a disk, read-only: the disk's read-only loop device (or `BLKROSET` on a
+//! block device), its volumes (partitions and LVM logical volumes, from
+//! [`crate::inspect::enumerate`]), a read-only kernel mount per volume where the kernel can
+//! mount it, native parsing where it cannot, the OS root, and the `/usr`, `/var`, `/boot`...
+//! volumes of the root's own `/etc/fstab` bind-mounted under it.
+//!
+//! Every loop device and mount is a guard held by [`Attached`]; [`Attached::release`] undoes
+//! them in reverse order and says what could not be undone, and dropping an [`Attached`]
+//! (an error, a panic, a cancelled scan) undoes them too. All of it lives in a private
+//! [`Workspace`] whose leftovers (after a crash) the next scan removes.
+//!
+//! Not here: what runs over the files (the scanner), and the native parsers themselves.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use super::report::{ms_since, Method, VolumeAccess};
+use crate::config::ScanConfig;
+use crate::detect::{self, OsFamily, OsInfo};
+use crate::disk::loopdev::{self, LoopDevice};
+use crate::disk::probe::FsKind;
+use crate::disk::reader::{Budget, Disk, Volume};
+use crate::fs::{contain, host::HostTree, RootFs, Rooted};
+use crate::inspect::{self, DiskReport, VolumeReport};
+use crate::mount::fstab::{self, VolumeIdentity};
+use crate::mount::{Mount, Workspace};
+
+/// The OS root and how to reach it.
+#[derive(Debug)]
+pub enum Root {
+    /// A kernel mount (with the fstab sub-volumes under it).
+    Kernel {
+        /// The mount point.
+        path: PathBuf,
+        /// The OS found there.
+        os: OsInfo,
+    },
+    /// A volume for the native parsers.
+    Native {
+        /// Its filesystem.
+        kind: FsKind,
+        /// The volume.
+        volume: Volume,
+        /// The OS found there.
+        os: OsInfo,
+    },
+}
+
+impl Root {
+    /// The OS on the root.
+    pub fn os(&self) -> &OsInfo {
+        match self {
+            Root::Kernel { os, .. } | Root::Native { os, .. } => os,
+        }
+    }
+
+    /// The mount point, for a kernel mount.
+    pub fn mount_path(&self) -> Option<&Path> {
+        match self {
+            Root::Kernel { path, .. } => Some(path),
+            Root::Native { .. } => None,
+        }
+    }
+}
+
+/// An opened disk: what is on it, how each volume is reached, and the guards that keep it so.
+#[derive(Debug)]
+pub struct Attached {
+    /// Partition table, volumes and their natively detected OS.
+    pub disk: DiskReport,
+    /// How each volume was reached (index-aligned with `disk.volumes`).
+    pub access: Vec<VolumeAccess>,
+    /// The OS root, if one was found.
+    pub root: Option<Root>,
+    /// Problems that did not stop the scan.
+    pub warnings: Vec<String>,
+    /// Milliseconds spent opening (loop device, table, probes) and mounting, and detecting.
+    pub open_ms: u64,
+    /// Milliseconds spent mounting.
+    pub mount_ms: u64,
+    /// Milliseconds spent on OS detection over the mounts.
+    pub detect_ms: u64,
+    guards: Guards,
+}
+
+/// Loop devices and mounts, released in reverse order of creation.
+#[derive(Debug, Default)]
+struct Guards {
+    /// Bind mounts under the root: released first.
+    binds: Vec<Mount>,
+    mounts: Vec<Mount>,
+    loops: Vec<LoopDevice>,
+    workspace: Option<Workspace>,
+}
+
+impl Guards {
+    fn release(&mut self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for m in self
+            .binds
+            .drain(..)
+            .rev()
+            .chain(self.mounts.drain(..).rev())
+        {
+            if let Err(e) = m.unmount() {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        for l in self.loops.drain(..).rev() {
+            if let Err(e) = l.detach() {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        if let Some(ws) = self.workspace.take() {
+            if let Err(e) = ws.close() {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        errors
+    }
+}
+
+impl Drop for Guards {
+    fn drop(&mut self) {
+        for e in self.release() {
+            tracing::warn!("cleanup: {e}");
+        }
+    }
+}
+
+impl Attached {
+    /// Unmount and detach everything; the errors of what could not be undone.
+    pub fn release(mut self) -> Vec<String> {
+        self.guards.release()
+    }
+}
+
+/// Filesystems the kernel path tries to mount.
+fn mountable(kind: FsKind) -> bool {
+    matches!(
+        kind,
+        FsKind::Ext2
+            | FsKind::Ext3
+            | FsKind::Ext4
+            | FsKind::Xfs
+            | FsKind::Btrfs
+            | FsKind::Ntfs
+            | FsKind::Vfat
+            | FsKind::Exfat
+    )
+}
+
+/// Filesystems snapscan can read without the kernel.
+fn native(kind: FsKind) -> bool {
+    matches!(
+        kind,
+        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 | FsKind::Ntfs
+    )
+}
+
+/// Why the kernel path is not available at all, if it is not.
+fn kernel_unavailable(cfg: &ScanConfig) -> Option<String> {
+    if !cfg.kernel_mounts {
+        return Some("kernel mounts are disabled by configuration".into());
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not running as root".into());
+    }
+    None
+}
+
+/// Open `path` read-only and reach its volumes. `name` names the workspace; `cancelled` is
+/// checked between volumes.
+///
+/// # Errors
+///
+/// The disk cannot be opened or read at all (a damaged volume is a finding in the report).
+pub fn attach(
+    path: &Path,
+    cfg: &ScanConfig,
+    name: &str,
+    cancelled: &dyn Fn() -> bool,
+) -> anyhow::Result<Attached> {
+    let started = Instant::now();
+    let mut guards = Guards::default();
+    let mut warnings = Vec::new();
+    let kernel_off = kernel_unavailable(cfg);
+
+    // The device everything reads from: the image through a read-only loop device, or the
+    // block device marked read-only, before anything else touches it.
+    let mut device = path.to_path_buf();
+    if kernel_off.is_none() {
+        match Workspace::cleanup_leftovers(&cfg.work_dir) {
+            Ok(cleaned) => {
+                for c in cleaned {
+                    tracing::info!("cleaned up after an earlier run: {c}");
+                }
+            }
+            Err(e) => warnings.push(format!("cannot clean up earlier runs: {e:#}")),
+        }
+        let ws = Workspace::create(&cfg.work_dir, name).with_context(|| {
+            format!("cannot create a work area in '{}'", cfg.work_dir.display())
+        })?;
+        guards.workspace = Some(ws);
+        device = read_only_device(path, &mut guards)?;
+    }
+    let disk = Disk::open(&device)?;
+    let opts = inspect::Options {
+        volume_timeout: Duration::from_secs(cfg.volume_timeout_secs.max(1)),
+        ..inspect::Options::default()
+    };
+    let (mut report, volumes) = inspect::enumerate(&disk, &opts)?;
+    report.source = path.display().to_string();
+    let open_ms = ms_since(started);
+
+    let mount_started = Instant::now();
+    let mut access = Vec::with_capacity(report.volumes.len());
+    let mut mounted: Vec<Option<PathBuf>> = vec![None; report.volumes.len()];
+    for (v, vol) in report.volumes.iter().zip(&volumes) {
+        let mut a = VolumeAccess {
+            volume: v.index,
+            method: Method::None,
+            mount_options: None,
+            guest_path: None,
+            fallback_reason: None,
+        };
+        if cancelled() {
+            anyhow::bail!("interrupted");
+        }
+        if v.error.is_some() || vol.is_none() {
+            a.fallback_reason = v.error.clone();
+        } else if mountable(v.filesystem) {
+            let why_not = match &kernel_off {
+                Some(why) => Some(why.clone()),
+                None => match mount_volume(&device, v, &mut guards) {
+                    Ok((target, options)) => {
+                        a.method = Method::Kernel;
+                        a.mount_options = Some(options);
+                        mounted[v.index] = Some(target);
+                        None
+                    }
+                    Err(e) => Some(format!("{e:#}")),
+                },
+            };
+            if let Some(why) = why_not {
+                if native(v.filesystem) {
+                    a.method = Method::Native;
+                }
+                a.fallback_reason = Some(why);
+            }
+        }
+        access.push(a);
+    }
+    let mount_ms = ms_since(mount_started);
+
+    // OS detection over the mounts; natively detected OSes (from enumerate) stand otherwise.
+    let detect_started = Instant::now();
+    for (i, target) in mounted.iter().enumerate() {
+        let Some(target) = target else { continue };
+        match detect_mounted(target, opts.volume_timeout) {
+            Ok(os) => report.volumes[i].os = os,
+            Err(e) => {
+                report.volumes[i].error = Some(format!("OS detection failed: {e}"));
+                report.volumes[i].os = None;
+            }
+        }
+    }
+    report.os = report.volumes.iter().find_map(|v| {
+        v.os.clone().map(|mut os| {
+            os.volume = Some(v.index);
+            os
+        })
+    });
+    let root = match &report.os {
+        None => None,
+        Some(os) => {
+            let i = os.volume.unwrap_or_default();
+            match (&mounted[i], &volumes[i]) {
+                (Some(path), _) => Some(Root::Kernel {
+                    path: path.clone(),
+                    os: os.clone(),
+                }),
+                (None, Some(volume)) => Some(Root::Native {
+                    kind: report.volumes[i].filesystem,
+                    volume: volume.clone(),
+                    os: os.clone(),
+                }),
+                (None, None) => None,
+            }
+        }
+    };
+    if let Some(Root::Kernel {
+        path: root_path,
+        os,
+    }) = &root
+    {
+        let root_index = os.volume.unwrap_or_default();
+        access[root_index].guest_path = Some("/".into());
+        if os.family == OsFamily::Linux {
+            submount(
+                root_path,
+                &report,
+                &mounted,
+                &mut access,
+                &mut guards,
+                &mut warnings,
+            );
+        }
+    }
+    let detect_ms = ms_since(detect_started);
+    Ok(Attached {
+        disk: report,
+        access,
+        root,
+        warnings,
+        open_ms,
+        mount_ms,
+        detect_ms,
+        guards,
+    })
+}
+
+/// The read-only device to read `path` through: a read-only loop device over an image file, or
+/// the block device itself after `BLKROSET`.
+fn read_only_device(path: &Path, guards: &mut Guards) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot open '{}'", path.display()))?;
+    if meta.file_type().is_block_device() {
+        loopdev::set_read_only(path)
+            .with_context(|| format!("cannot make '{}' read-only", path.display()))?;
+        return Ok(path.to_path_buf());
+    }
+    let ws = guards
+        .workspace
+        .as_ref()
+        .context("no work area for the loop device")?;
+    let dev = ws.attach_loop(path, 0, None).with_context(|| {
+        format!(
+            "cannot attach '{}' to a read-only loop device",
+            path.display()
+        )
+    })?;
+    let p = dev.path().to_path_buf();
+    guards.loops.push(dev);
+    Ok(p)
+}
+
+/// Mount volume `v` of `device` read-only under the workspace: a loop device windows the
+/// volume, then the kernel mounts it. Returns the mount point and the options used.
+fn mount_volume(
+    device: &Path,
+    v: &VolumeReport,
+    guards: &mut Guards,
+) -> anyhow::Result<(PathBuf, String)> {
+    let (offset, size) = disk_extent(v)?;
+    let ws = guards
+        .workspace
+        .as_ref()
+        .context("no work area for mounts")?;
+    let target = ws.mount_point(&format!("v{}", v.index))?;
+    let dev = ws.attach_loop(device, offset, Some(size))?;
+    let mount = Mount::read_only(dev.path(), &target, v.filesystem)?;
+    let options = mount.options().to_owned();
+    guards.loops.push(dev);
+    guards.mounts.push(mount);
+    Ok((target, options))
+}
+
+/// Where volume `v` lies on the disk: a partition, or a logical volume with one linear segment.
+fn disk_extent(v: &VolumeReport) -> anyhow::Result<(u64, u64)> {
+    match &v.lvm {
+        None => Ok((v.start_bytes, v.size_bytes)),
+        Some(lv) if lv.linear => Ok((v.start_bytes, v.size_bytes)),
+        Some(_) => anyhow::bail!(
+            "logical volume is not one linear segment: the kernel would need device-mapper"
+        ),
+    }
+}
+
+/// OS detection over a kernel mount, contained like the native parsers.
+fn detect_mounted(target: &Path, timeout: Duration) -> Result<Option<OsInfo>, crate::fs::FsError> {
+    let root = target.to_path_buf();
+    contain::run(&Budget::new(u64::MAX), timeout, move || {
+        detect::detect(&Rooted(HostTree::new(root)))
+    })
+}
+
+/// Bind-mount the volumes that the root's `/etc/fstab` places at `/usr`, `/var`, `/boot`... under
+/// the root mount, so that scanners see the guest's tree as it runs.
+fn submount(
+    root: &Path,
+    report: &DiskReport,
+    mounted: &[Option<PathBuf>],
+    access: &mut [VolumeAccess],
+    guards: &mut Guards,
+    warnings: &mut Vec<String>,
+) {
+    let fs = Rooted(HostTree::new(root.to_path_buf()));
+    let Some(text) = fs.read_text("/etc/fstab", 1 << 20) else {
+        return;
+    };
+    let entries = fstab::parse(&text);
+    for entry in fstab::submounts(&entries) {
+        let Some(v) = report.volumes.iter().find(|v| entry.matches(&identity(v))) else {
+            warnings.push(format!(
+                "/etc/fstab mounts {:?} at {}, but no such volume is on this disk",
+                entry.spec, entry.mount_point
+            ));
+            continue;
+        };
+        let Some(source) = &mounted[v.index] else {
+            warnings.push(format!(
+                "/etc/fstab mounts volume {} at {}, but it is not mounted",
+                v.index, entry.mount_point
+            ));
+            continue;
+        };
+        match bind_under(root, &fs, source, &entry.mount_point) {
+            Ok(m) => {
+                guards.binds.push(m);
+                access[v.index].guest_path = Some(entry.mount_point.clone());
+            }
+            Err(e) => warnings.push(format!(
+                "cannot mount volume {} at {}: {e:#}",
+                v.index, entry.mount_point
+            )),
+        }
+    }
+}
+
+/// Bind `source` at `guest_path` inside the root: the path must be a directory of the root, not
+/// reached through a symlink (which could point out of the root).
+fn bind_under(
+    root: &Path,
+    fs: &dyn RootFs,
+    source: &Path,
+    guest_path: &str,
+) -> anyhow::Result<Mount> {
+    let mut at = String::new();
+    for part in guest_path.split('/').filter(|p| !p.is_empty()) {
+        at.push('/');
+        at.push_str(part);
+        let meta = fs
+            .symlink_metadata(&at)
+            .with_context(|| format!("'{at}' is not in the root"))?;
+        anyhow::ensure!(
+            meta.file_type == crate::fs::FileType::Dir,
+            "'{at}' is not a directory in the root"
+        );
+    }
+    let target = root.join(at.trim_start_matches('/'));
+    Ok(Mount::bind_read_only(source, &target)?)
+}
+
+/// What fstab can name a volume by.
+fn identity(v: &VolumeReport) -> VolumeIdentity {
+    VolumeIdentity {
+        uuid: v.uuid.clone(),
+        label: v.label.clone(),
+        partuuid: v.partition_uuid.clone(),
+        partlabel: v.partition_name.clone(),
+        lvm: v.lvm.as_ref().map(|l| (l.vg.clone(), l.lv.clone())),
+    }
+}

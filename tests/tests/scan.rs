@@ -1,0 +1,502 @@
+//! `snapscan scan` end to end, as root, on fixture disks built by real tools: the real binary
+//! attaches each image through a read-only loop device, mounts its volumes read-only (or falls
+//! back to the native parsers), runs the built-in inventory or a stand-in external scanner,
+//! writes `report.json` and the SBOM, and uploads them. Every scan must leave the image
+//! byte-identical, and no loop device, mount or work directory behind.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use snapscan_tests::expect::{self, Triple};
+use snapscan_tests::images::rpm::{self, RpmDb};
+use snapscan_tests::images::{self, is_root};
+use snapscan_tests::windows::{self, WindowsFlavor};
+
+/// What a scan left behind on the host: loop devices over the image, mounts under the work
+/// directory, entries in it.
+fn leftovers(image: &Path, work: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let out = Command::new("losetup")
+        .arg("-j")
+        .arg(image)
+        .output()
+        .expect("losetup");
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !text.trim().is_empty() {
+        found.push(format!("loop devices: {text}"));
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    for line in mounts.lines() {
+        if line.contains(&*work.to_string_lossy()) {
+            found.push(format!("mount: {line}"));
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(work) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with("scan-") {
+                found.push(format!("work dir: {}", e.path().display()));
+            }
+        }
+    }
+    found
+}
+
+/// A scan environment: a private work directory and config file.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new(extra_config: &str) -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = format!(
+            "[scan]\nwork_dir = \"{}\"\n{extra_config}",
+            dir.path().join("work").display()
+        );
+        std::fs::write(dir.path().join("config.toml"), config).expect("config");
+        Env { dir }
+    }
+
+    fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    /// Run `snapscan scan` on `image` with `args`.
+    fn scan(&self, image: &Path, args: &[&str]) -> Output {
+        self.command(image, args)
+            .output()
+            .expect("run snapscan scan")
+    }
+
+    /// The `snapscan scan` command line, not started.
+    fn command(&self, image: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(snapscan_tests::snapscan_bin());
+        cmd.arg("scan")
+            .arg("--config")
+            .arg(self.dir.path().join("config.toml"))
+            .arg("--output")
+            .arg(self.out())
+            .args(args)
+            .arg(image)
+            .env("QUALYS_URL", "https://qualys.invalid")
+            .env("QUALYS_AUTH_TOKEN", "test-token");
+        cmd
+    }
+
+    fn report(&self) -> Value {
+        let text = std::fs::read(self.out().join("report.json")).expect("report.json");
+        serde_json::from_slice(&text).expect("report.json is JSON")
+    }
+
+    fn sbom(&self, name: &str) -> Value {
+        let text = std::fs::read(self.out().join(format!("{name}.cdx.json"))).expect("sbom");
+        serde_json::from_slice(&text).expect("sbom is JSON")
+    }
+}
+
+/// `(name, version, arch)` of every component of an SBOM, from its purl.
+fn sbom_triples(bom: &Value) -> BTreeSet<Triple> {
+    bom["components"]
+        .as_array()
+        .expect("components")
+        .iter()
+        .map(|c| {
+            let purl = c["purl"].as_str().unwrap_or_default();
+            let arch = purl
+                .split(['?', '&'])
+                .find_map(|q| q.strip_prefix("arch="))
+                .unwrap_or_default();
+            (
+                c["name"].as_str().unwrap_or_default().to_owned(),
+                c["version"].as_str().unwrap_or_default().to_owned(),
+                arch.to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Scan fixture `name` with the built-in inventory; check the image is unchanged and nothing
+/// is left behind; return the report and the SBOM.
+fn scan_fixture(name: &str, env: &Env, args: &[&str]) -> (Value, Value, Output) {
+    let image = images::image(name).expect("fixture");
+    let before = expect::sha256_file(&image);
+    let out = env.scan(&image, args);
+    assert_eq!(
+        expect::sha256_file(&image),
+        before,
+        "{name}: the scan changed the image"
+    );
+    let left = leftovers(&image, &env.work());
+    assert!(left.is_empty(), "{name}: left behind {left:?}");
+    let report = env.report();
+    let stem = image
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let sbom = env.sbom(&stem);
+    (report, sbom, out)
+}
+
+fn assert_ok(name: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{name}: exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn debian_on_every_layout_lists_exactly_the_dpkg_packages() {
+    if !is_root() {
+        eprintln!("skipped: needs root (loop devices, mounts)");
+        return;
+    }
+    let want = expect::debian_packages();
+    // (fixture, how the root volume is reached, where the root volume is)
+    let cases = [
+        ("debian-ext4-gpt", "kernel"),
+        ("debian-xfs-mbr", "kernel"),
+        ("debian-btrfs", "kernel"),
+        ("debian-lvm", "kernel"),
+        ("debian-logical", "kernel"),
+    ];
+    for (name, method) in cases {
+        let env = Env::new("");
+        let (report, sbom, out) = scan_fixture(name, &env, &[]);
+        assert_ok(name, &out);
+        assert_eq!(report["status"], "success", "{name}: {report}");
+        if name == "debian-lvm" {
+            // The root's /etc/fstab mounts the /boot partition by LABEL.
+            assert_eq!(report["access"][0]["guest_path"], "/boot", "{report}");
+        }
+        assert_eq!(report["os"]["id"], "debian", "{name}");
+        let root = report["os"]["volume"].as_u64().expect("root volume");
+        let access = &report["access"][usize::try_from(root).expect("index")];
+        assert_eq!(access["method"], method, "{name}: {access}");
+        assert_eq!(access["guest_path"], "/", "{name}");
+        let got = sbom_triples(&sbom);
+        let missing: Vec<_> = want.difference(&got).collect();
+        let extra: Vec<_> = got.difference(&want).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{name}: missing {missing:?}, extra {extra:?}"
+        );
+        assert_eq!(report["scanner"]["packages"], want.len(), "{name}");
+        println!("{name}: {} packages == dpkg-query", got.len());
+    }
+}
+
+#[test]
+fn native_fallback_when_kernel_mounts_are_off() {
+    if !is_root() {
+        eprintln!("skipped: needs root to build the image");
+        return;
+    }
+    let env = Env::new("kernel_mounts = false\n");
+    let (report, sbom, out) = scan_fixture("debian-ext4-gpt", &env, &[]);
+    assert_ok("native", &out);
+    let root = report["os"]["volume"].as_u64().expect("root") as usize;
+    assert_eq!(report["access"][root]["method"], "native");
+    assert!(report["access"][root]["fallback_reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("disabled")));
+    assert_eq!(sbom_triples(&sbom), expect::debian_packages());
+}
+
+#[test]
+fn every_os_layout_scans_with_the_right_packages() {
+    if !is_root() {
+        eprintln!("skipped: needs root (loop devices, mounts)");
+        return;
+    }
+    // rpm (sqlite and BerkeleyDB), apk, Windows (through ntfs-3g), dirty journals.
+    for (name, db) in [
+        ("rhel9-rpm-sqlite", RpmDb::Sqlite),
+        ("rhel7-rpm-bdb", RpmDb::Bdb),
+    ] {
+        let env = Env::new("");
+        let (report, sbom, out) = scan_fixture(name, &env, &[]);
+        assert_ok(name, &out);
+        let root = rpm::rpm_root(db).expect("rpm root");
+        let (want, _) = rpm::rpm_qa(&root, db).expect("rpm -qa");
+        assert!(!want.is_empty(), "{name}: rpm -qa lists nothing");
+        assert_eq!(sbom_triples(&sbom), want, "{name}");
+        assert_eq!(report["os"]["family"], "linux", "{name}");
+    }
+    let env = Env::new("");
+    let (report, sbom, out) = scan_fixture("alpine", &env, &[]);
+    assert_ok("alpine", &out);
+    assert_eq!(report["os"]["id"], "alpine");
+    assert_eq!(sbom_triples(&sbom).len(), 2);
+
+    let env = Env::new("");
+    let (report, sbom, out) = scan_fixture("windows-11", &env, &[]);
+    assert_ok("windows-11", &out);
+    assert_eq!(report["os"]["family"], "windows");
+    let root = report["os"]["volume"].as_u64().expect("root") as usize;
+    assert_eq!(report["access"][root]["method"], "kernel", "{report}");
+    let got: BTreeSet<String> = sbom["components"]
+        .as_array()
+        .expect("components")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let want: BTreeSet<String> = windows::programs(WindowsFlavor::Windows11)
+        .into_iter()
+        .map(|(n, _, _)| n.to_owned())
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn dirty_journals_are_not_replayed_and_nothing_is_written() {
+    if !is_root() {
+        eprintln!("skipped: needs root (loop devices, mounts)");
+        return;
+    }
+    for name in ["dirty-ext4", "dirty-xfs"] {
+        let env = Env::new("");
+        let image = images::image(name).expect("fixture");
+        let before = expect::sha256_file(&image);
+        let out = env.scan(&image, &[]);
+        assert_eq!(expect::sha256_file(&image), before, "{name} changed");
+        assert!(leftovers(&image, &env.work()).is_empty(), "{name}");
+        let report = env.report();
+        // No OS on these data volumes: the scan says so, and mounted them read-only.
+        assert_eq!(out.status.code(), Some(1), "{name}: {report}");
+        assert_eq!(report["access"][0]["method"], "kernel", "{name}: {report}");
+        let opts = report["access"][0]["mount_options"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            opts.contains("norecovery") || opts.contains("noload"),
+            "{name}: {opts}"
+        );
+    }
+}
+
+#[test]
+fn multi_segment_lv_is_read_natively() {
+    if !is_root() {
+        eprintln!("skipped: needs root (loop devices, mounts)");
+        return;
+    }
+    let env = Env::new("");
+    let image = images::image("debian-lvm-multiseg").expect("fixture");
+    let _ = env.scan(&image, &[]);
+    let report = env.report();
+    let access = report["access"].as_array().expect("access");
+    let lv = report["disk"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["lvm"]["lv"] == "data")
+        .expect("LV data");
+    let i = lv["index"].as_u64().expect("index") as usize;
+    assert_eq!(access[i]["method"], "native", "{report}");
+    assert!(access[i]["fallback_reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("device-mapper")));
+    assert!(leftovers(&image, &env.work()).is_empty());
+}
+
+#[test]
+fn hostile_disks_fail_cleanly() {
+    if !is_root() {
+        eprintln!("skipped: needs root (loop devices)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let random = dir.path().join("random.img");
+    let bytes: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&random, bytes).expect("write");
+    let empty = dir.path().join("empty.img");
+    std::fs::write(&empty, b"").expect("write");
+    for image in [&random, &empty] {
+        let env = Env::new("");
+        let before = expect::sha256_file(image);
+        let out = env.scan(image, &[]);
+        assert_eq!(out.status.code(), Some(1), "{}", image.display());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(expect::sha256_file(image), before);
+        assert!(leftovers(image, &env.work()).is_empty());
+    }
+}
+
+/// A stand-in for qscanner, written by the test: checks it got the mounted Debian root, writes
+/// a result and exits with `code`; with `sleep`, waits (for the signal test).
+fn stand_in(dir: &Path, code: i32, sleep: bool) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    let script = bin.join("qscanner");
+    let body = format!(
+        "#!/bin/sh\nset -e\nmode=$1; shift\nwhile [ $# -gt 0 ]; do case $1 in\n  --mount-path) mount=$2; shift 2;;\n  --output-dir) out=$2; shift 2;;\n  *) shift;;\nesac; done\ngrep -q '^ID=debian' \"$mount/etc/os-release\"\nboot=missing; [ -e \"$mount/boot/vmlinuz-6.1.0-18-amd64\" ] && boot=ok\necho \"$mode $(cat \"$mount/etc/hostname\") boot:$boot\" > \"$out/changelist.db\"\n{}exit {code}\n",
+        if sleep { "echo started > \"$out/started\"\nsleep 1000 &\nwait\n" } else { "" }
+    );
+    std::fs::write(&script, body).expect("script");
+    let mut perm = std::fs::metadata(&script).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&script, perm).expect("chmod");
+    bin
+}
+
+/// A config that finds the stand-in scanners first.
+fn stand_in_config(bin: &Path) -> String {
+    format!(
+        "scanner_search_path = [\"{}\", \"/usr/bin\", \"/bin\"]\n",
+        bin.display()
+    )
+}
+
+#[test]
+fn external_scanner_exit_classes() {
+    if !is_root() {
+        eprintln!("skipped: needs root (loop devices, mounts)");
+        return;
+    }
+    let image = images::image("debian-lvm").expect("fixture");
+    // (exit code of the stand-in, snapscan's exit code, report status)
+    for (code, want_exit, want_status) in [(0, 0, "success"), (40, 3, "partial"), (3, 1, "failed")]
+    {
+        let tools = tempfile::tempdir().expect("tempdir");
+        let bin = stand_in(tools.path(), code, false);
+        let env = Env::new(&stand_in_config(&bin));
+        let out = env.scan(&image, &["--scanner", "qscanner"]);
+        let report = env.report();
+        assert_eq!(out.status.code(), Some(want_exit), "exit {code}: {report}");
+        assert_eq!(report["status"], want_status, "exit {code}");
+        assert_eq!(report["scanner"]["run"]["exit_code"], code);
+        let argv = report["scanner"]["run"]["argv"].to_string();
+        assert!(!argv.contains("test-token"), "secret in the report: {argv}");
+        if code != 3 {
+            // The stand-in saw the mounted guest tree, /boot from fstab included.
+            let result = std::fs::read_to_string(env.out().join("changelist.db")).expect("result");
+            assert_eq!(result.trim(), "vmsnapshot debian-fixture boot:ok");
+            assert_eq!(report["outputs"][0]["name"], "changelist.db");
+            assert_eq!(report["uploads"][0]["outcome"]["acknowledged"], true);
+        }
+        assert!(leftovers(&image, &env.work()).is_empty());
+    }
+}
+
+#[test]
+fn sigterm_stops_the_scanner_and_cleans_up() {
+    if !is_root() {
+        eprintln!("skipped: needs root (loop devices, mounts)");
+        return;
+    }
+    let image = images::image("debian-lvm").expect("fixture");
+    let tools = tempfile::tempdir().expect("tempdir");
+    let bin = stand_in(tools.path(), 0, true);
+    let env = Env::new(&stand_in_config(&bin));
+    let mut child = env
+        .command(&image, &["--scanner", "qscanner"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_for(&env.out().join("started"));
+    assert!(
+        !leftovers(&image, &env.work()).is_empty(),
+        "mounted while the scanner runs"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(env.report()["status"], "interrupted");
+    assert!(leftovers(&image, &env.work()).is_empty());
+    assert!(no_process_runs(&bin), "a stand-in process survived");
+}
+
+#[test]
+fn leftovers_of_a_killed_scan_are_cleaned_by_the_next() {
+    if !is_root() {
+        eprintln!("skipped: needs root (loop devices, mounts)");
+        return;
+    }
+    let image = images::image("debian-ext4-gpt").expect("fixture");
+    let tools = tempfile::tempdir().expect("tempdir");
+    let bin = stand_in(tools.path(), 0, true);
+    let env = Env::new(&stand_in_config(&bin));
+    let mut child = env
+        .command(&image, &["--scanner", "qscanner"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_for(&env.out().join("started"));
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait");
+    // The stand-in's process group outlives a SIGKILLed snapscan: end it like an operator would.
+    kill_processes(&bin);
+    assert!(
+        !leftovers(&image, &env.work()).is_empty(),
+        "a crash leaves mounts"
+    );
+    let out = env.scan(&image, &[]);
+    assert_ok("rescan", &out);
+    assert!(leftovers(&image, &env.work()).is_empty());
+}
+
+/// Wait (at most 60 s) until `path` exists.
+fn wait_for(path: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Pids of live processes whose command line mentions `dir`.
+fn processes_under(dir: &Path) -> Vec<i32> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z'));
+        if !zombie && String::from_utf8_lossy(&cmdline).contains(&needle) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn no_process_runs(dir: &Path) -> bool {
+    processes_under(dir).is_empty()
+}
+
+fn kill_processes(dir: &Path) {
+    for pid in processes_under(dir) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
