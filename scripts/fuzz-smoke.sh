@@ -28,12 +28,15 @@ sgdisk -q -a 1 -n 1:34:60 -n 2:61:100 "$seeds/gpt.img" >/dev/null
 truncate -s 64K "$seeds/mbr.img"
 printf 'label: dos\n1,20,c\n30,90,5\n31,20,83\n60,20,83\n' | sfdisk -q "$seeds/mbr.img" >/dev/null
 
-for t in partition_table probe ext4_rootfs ntfs_rootfs; do mkdir -p "corpus/$t"; done
+targets=(partition_table probe ext4_rootfs ntfs_rootfs rpm_header lvm)
+for t in "${targets[@]}"; do mkdir -p "corpus/$t"; done
 cp "$seeds/gpt.img" "$seeds/mbr.img" corpus/partition_table/
 cp "$seeds/ext4.img" corpus/probe/
 head -c 8192 "$seeds/ntfs.img" >corpus/probe/ntfs-head
 cp "$seeds/ext4.img" corpus/ext4_rootfs/
 cp "$seeds/ntfs.img" corpus/ntfs_rootfs/
+# LVM text metadata; the label and area formats are found by the fuzzer from the unit tests' shapes.
+printf 'vg0 {\nid = "x"\nseqno = 1\nextent_size = 8192\nlogical_volumes {\nroot {\nsegment_count = 1\nsegment1 {\nstart_extent = 0\nextent_count = 1\ntype = "striped"\nstripes = ["pv0", 0]\n}\n}\n}\n}\n' >corpus/lvm/text
 
 # Inputs that once crashed a target run first, as regression tests.
 for t in regressions/*/; do
@@ -43,7 +46,7 @@ done
 
 cargo fuzz build -O
 log="$seeds/fuzz.log"
-for t in partition_table probe ext4_rootfs ntfs_rootfs; do
+for t in "${targets[@]}"; do
     echo "--- fuzz $t for ${seconds}s"
     if ! cargo fuzz run -O "$t" "corpus/$t" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=1048576 \

@@ -22,7 +22,8 @@ step() { printf '\n=== %s\n' "$*"; }
 step "Debian packages"
 packages=(
     e2fsprogs xfsprogs btrfs-progs dosfstools exfatprogs ntfs-3g gdisk fdisk util-linux
-    lvm2 cryptsetup-bin libhivex-bin debootstrap mtools zstd
+    lvm2 cryptsetup-bin libhivex-bin debootstrap mtools zstd gzip curl
+    rpm db5.3-util sqlite3 gnupg
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -2,9 +2,12 @@
 //!
 //! The library holds everything; the `snapscan` binary only parses the command line and maps the
 //! final error to an exit code. Modules are named after what they talk to:
-//! [`disk`] (block access, partition tables, superblock probes), [`fs`] (native read-only
-//! filesystem access behind [`fs::RootFs`]), [`detect`] (OS detection over a `RootFs`) and
-//! [`inspect`] (the disk report that `snapscan inspect` prints).
+//! [`disk`] (block access, partition tables, superblock probes, read-only loop devices, LVM),
+//! [`fs`] (read-only file access behind [`fs::RootFs`]: native parsers or a kernel mount),
+//! [`detect`] (OS detection over a `RootFs`), [`inspect`] (the disk report of `snapscan
+//! inspect`), [`mount`] (read-only kernel mounts), [`inventory`] (the built-in scanner),
+//! [`scanner`] (external scanners), [`upload`] (result sinks), [`scan`] (the pipeline of
+//! `snapscan scan`), [`config`] (layered settings) and [`cli`] (the command line).
 #![deny(missing_docs)]
 
 mod bytes;

@@ -316,6 +316,10 @@ fn describe_outputs(dir: &Path, files: &[PathBuf]) -> anyhow::Result<Vec<OutputF
             .unwrap_or(&path)
             .to_string_lossy()
             .into_owned();
+        if name == REPORT_FILE {
+            // Left by an earlier scan into the same directory: not a result of this one.
+            continue;
+        }
         let (size_bytes, sha256) = hash_file(&path)?;
         out.push(OutputFile {
             name,

@@ -241,7 +241,11 @@ pub fn render_summary(r: &ScanReport, output_dir: &std::path::Path) -> String {
     }
     for u in &r.uploads {
         let state = if u.outcome.acknowledged {
-            "stored".to_owned()
+            match (&u.outcome.receipt, u.outcome.duplicate) {
+                (_, true) => "already stored (same idempotency key)".to_owned(),
+                (Some(r), false) => format!("stored ({r})"),
+                (None, false) => "stored".to_owned(),
+            }
         } else {
             format!(
                 "NOT stored: {}",
