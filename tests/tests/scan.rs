@@ -398,16 +398,7 @@ fn sigterm_stops_the_scanner_and_cleans_up() {
         return;
     }
     let image = images::image("debian-lvm").expect("fixture");
-    let tools = tempfile::tempdir().expect("tempdir");
-    let bin = stand_in(tools.path(), 0, true);
-    let env = Env::new(&stand_in_config(&bin));
-    let mut child = env
-        .command(&image, &["--scanner", "qscanner"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    wait_for(&env.out().join("started"));
+    let (_tools, bin, env, mut child) = start_waiting_scan(&image);
     assert!(
         !leftovers(&image, &env.work()).is_empty(),
         "mounted while the scanner runs"
@@ -431,16 +422,7 @@ fn leftovers_of_a_killed_scan_are_cleaned_by_the_next() {
         return;
     }
     let image = images::image("debian-ext4-gpt").expect("fixture");
-    let tools = tempfile::tempdir().expect("tempdir");
-    let bin = stand_in(tools.path(), 0, true);
-    let env = Env::new(&stand_in_config(&bin));
-    let mut child = env
-        .command(&image, &["--scanner", "qscanner"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    wait_for(&env.out().join("started"));
+    let (_tools, bin, env, mut child) = start_waiting_scan(&image);
     child.kill().expect("SIGKILL");
     child.wait().expect("wait");
     // The stand-in's process group outlives a SIGKILLed snapscan: end it like an operator would.
@@ -452,6 +434,23 @@ fn leftovers_of_a_killed_scan_are_cleaned_by_the_next() {
     let out = env.scan(&image, &[]);
     assert_ok("rescan", &out);
     assert!(leftovers(&image, &env.work()).is_empty());
+}
+
+/// Start `snapscan scan --scanner qscanner` on `image` with a stand-in that waits, and return
+/// once the stand-in runs (the disk is mounted then): the stand-in's directory, its `bin`, the
+/// environment and the running snapscan.
+fn start_waiting_scan(image: &Path) -> (tempfile::TempDir, PathBuf, Env, std::process::Child) {
+    let tools = tempfile::tempdir().expect("tempdir");
+    let bin = stand_in(tools.path(), 0, true);
+    let env = Env::new(&stand_in_config(&bin));
+    let child = env
+        .command(image, &["--scanner", "qscanner"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_for(&env.out().join("started"));
+    (tools, bin, env, child)
 }
 
 /// Wait (at most 60 s) until `path` exists.

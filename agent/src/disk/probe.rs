@@ -30,6 +30,7 @@ use serde::Serialize;
 
 use crc::{Algorithm, Crc};
 
+use super::lvm::label::CRC32_LVM;
 use super::reader::{read_vec, ReadAt};
 use crate::bytes::{
     arr, be16, be32, be64, byte, dce_uuid, field_is, get, le16, le32, le64, ms_guid, utf16z,
@@ -245,15 +246,6 @@ const CRC32C_EXT4: Crc<u32> = Crc::<u32>::new(&Algorithm {
     check: 0x1CF9_6D7C,
     residue: 0,
     ..crc::CRC_32_ISCSI
-});
-/// LVM2's label CRC: CRC-32 with the initial value 0xf597a6cf and no final inversion
-/// (`calc_crc` in LVM2's `lib/misc/crc.c`).
-const CRC32_LVM: Crc<u32> = Crc::<u32>::new(&Algorithm {
-    init: 0xf597_a6cf_u32.reverse_bits(),
-    xorout: 0,
-    check: 0,
-    residue: 0,
-    ..crc::CRC_32_ISO_HDLC
 });
 
 // ---------------------------------------------------------------------------------------------
