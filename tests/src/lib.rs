@@ -6,6 +6,7 @@
 pub mod expect;
 pub mod hive;
 pub mod images;
+pub mod qflow;
 pub mod windows;
 
 use std::path::PathBuf;

@@ -1,15 +1,17 @@
 //! Optional compression of a result file before it is sent: into a temporary sibling file,
-//! streamed, so memory stays flat whatever the size. The original is never changed; the
-//! compressed copy is removed when its [`Compressed`] guard is dropped.
+//! streamed, so memory stays flat whatever the size, hashing the original on the way (its
+//! SHA-256 is what the receiver checks after decompressing). The original is never changed;
+//! the compressed copy is removed when its [`Compressed`] guard is dropped.
 //!
 //! Not here: deciding whether to compress (configuration) or what the receiver does with it
 //! (the `content_encoding` field tells it).
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::UploadError;
 
@@ -41,12 +43,32 @@ impl Compression {
 #[derive(Debug)]
 pub struct Compressed {
     path: PathBuf,
+    original_sha256: String,
 }
 
 impl Compressed {
     /// The compressed file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// SHA-256 (hex) of the original, uncompressed file.
+    pub fn original_sha256(&self) -> &str {
+        &self.original_sha256
+    }
+}
+
+/// A reader that hashes what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hash: Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(buf.get(..n).unwrap_or_default());
+        Ok(n)
     }
 }
 
@@ -79,31 +101,44 @@ pub async fn compress(src: &Path, how: Compression) -> Result<Option<Compressed>
     let result = tokio::task::spawn_blocking(move || write_compressed(&s, &d, how))
         .await
         .map_err(|e| UploadError::io("compression task failed", std::io::Error::other(e)))?;
-    let guard = Compressed { path: dst };
-    result.map(|()| Some(guard))
+    match result {
+        Ok(original_sha256) => Ok(Some(Compressed {
+            path: dst,
+            original_sha256,
+        })),
+        Err(e) => {
+            let _ = std::fs::remove_file(&dst);
+            Err(e)
+        }
+    }
 }
 
-fn write_compressed(src: &Path, dst: &Path, how: Compression) -> Result<(), UploadError> {
+/// Compress `src` into `dst`; returns the SHA-256 of `src`.
+fn write_compressed(src: &Path, dst: &Path, how: Compression) -> Result<String, UploadError> {
     let input = File::open(src)
         .map_err(|e| UploadError::io(format!("cannot read '{}'", src.display()), e))?;
-    let mut input = BufReader::with_capacity(1 << 16, input);
+    let mut input = Hashing {
+        inner: BufReader::with_capacity(1 << 16, input),
+        hash: Sha256::new(),
+    };
     let out = File::create(dst)
         .map_err(|e| UploadError::io(format!("cannot create '{}'", dst.display()), e))?;
     let out = BufWriter::with_capacity(1 << 16, out);
     let werr = |e| UploadError::io(format!("cannot compress into '{}'", dst.display()), e);
     match how {
-        Compression::None => Ok(()),
+        Compression::None => {}
         Compression::Gzip => {
             let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::default());
             std::io::copy(&mut input, &mut enc).map_err(werr)?;
-            enc.finish().and_then(|mut w| w.flush()).map_err(werr)
+            enc.finish().and_then(|mut w| w.flush()).map_err(werr)?;
         }
         Compression::Zstd => {
             let mut enc = zstd::stream::write::Encoder::new(out, 3).map_err(werr)?;
             std::io::copy(&mut input, &mut enc).map_err(werr)?;
-            enc.finish().and_then(|mut w| w.flush()).map_err(werr)
+            enc.finish().and_then(|mut w| w.flush()).map_err(werr)?;
         }
     }
+    Ok(hex::encode(input.hash.finalize()))
 }
 
 #[cfg(test)]
@@ -138,6 +173,7 @@ mod tests {
                 _ => back = zstd::decode_all(&bytes[..]).expect("unzstd"),
             }
             assert_eq!(back, data, "{how:?}");
+            assert_eq!(c.original_sha256(), hex::encode(Sha256::digest(&data)));
             let path = c.path().to_path_buf();
             drop(c);
             assert!(!path.exists(), "{how:?}: copy left behind");

@@ -27,7 +27,6 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 
 pub use compress::Compression;
 pub use retry::RetryConfig;
@@ -159,27 +158,40 @@ pub struct UploadItem {
     pub path: PathBuf,
     /// Metadata fields sent with it (`snapshot_name`, `instance_id`, `os_family`...).
     pub fields: BTreeMap<String, String>,
-    /// SHA-256 of the file content, hex.
-    pub sha256: String,
     /// Size of the file.
     pub len: u64,
-    /// The same for the same content and fields, so a receiver can recognise a retried upload.
+    /// The same for the same file (name, size, modification time) and fields, so a receiver
+    /// can recognise a retried upload. The content is not hashed up front: that would read the
+    /// file twice; its SHA-256 is computed while it is sent.
     pub idempotency_key: String,
 }
 
 impl UploadItem {
-    /// Describe `path`: hashes it (streamed) and derives the idempotency key from the content
-    /// hash, the file name and the fields.
+    /// Describe `path` and derive its idempotency key.
     ///
     /// # Errors
     ///
     /// The file cannot be read.
     pub async fn new(path: &Path, fields: BTreeMap<String, String>) -> Result<Self, UploadError> {
-        let (len, sha256) = hash_file(path).await?;
+        let meta = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| UploadError::io(format!("cannot read '{}'", path.display()), e))?;
+        if !meta.is_file() {
+            return Err(UploadError::io(
+                format!("cannot upload '{}'", path.display()),
+                std::io::Error::other("not a regular file"),
+            ));
+        }
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
         let mut key = Sha256::new();
-        key.update(sha256.as_bytes());
-        key.update([0]);
         key.update(file_name(path).as_bytes());
+        key.update([0]);
+        key.update(meta.len().to_le_bytes());
+        key.update(mtime.to_le_bytes());
         for (k, v) in &fields {
             key.update([0]);
             key.update(k.as_bytes());
@@ -189,8 +201,7 @@ impl UploadItem {
         Ok(UploadItem {
             path: path.to_path_buf(),
             fields,
-            sha256,
-            len,
+            len: meta.len(),
             idempotency_key: hex::encode(key.finalize()),
         })
     }
@@ -205,29 +216,6 @@ fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "result".into())
-}
-
-/// Length and SHA-256 (hex) of a file, streamed.
-pub(crate) async fn hash_file(path: &Path) -> Result<(u64, String), UploadError> {
-    let ctx = || format!("cannot read '{}'", path.display());
-    let mut f = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| UploadError::io(ctx(), e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut len: u64 = 0;
-    loop {
-        let n = f
-            .read(&mut buf)
-            .await
-            .map_err(|e| UploadError::io(ctx(), e))?;
-        let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
-            break;
-        };
-        h.update(chunk);
-        len = len.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
-    }
-    Ok((len, hex::encode(h.finalize())))
 }
 
 /// What a sink did with one file; goes into `report.json`.

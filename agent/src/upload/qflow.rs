@@ -12,7 +12,7 @@
 //!   `chunk_size_bytes` part is `POST <url>/chunks` with the raw bytes and headers
 //!   `X-Upload-Id` (the idempotency key), `X-Part-Index` (from 0), `X-Part-Count` and
 //!   `X-Part-Sha256`; each part is retried on its own. Then `POST <url>/complete`, multipart
-//!   with the same text fields plus `upload_id`, `part_count` and `filename`, and the
+//!   with the same text fields plus `upload_id`, `part_count`, `filename` and `sha256`, and the
 //!   `Idempotency-Key` header.
 //! - **Answer** — any `2xx` acknowledges; a JSON body `{"id": ..., "duplicate": bool}` gives the
 //!   receipt and says whether the receiver already had this key.
@@ -25,10 +25,14 @@
 use std::fmt;
 use std::future::Future;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER};
-use reqwest::multipart::{Form, Part};
+use bytes::Bytes;
+use futures_util::{stream, StreamExt};
+
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::multipart::Form;
 use reqwest::{Body, Method, RequestBuilder};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -126,10 +130,13 @@ impl Client {
                 return Err((UploadError::io(ctx, e), outcome));
             }
         };
+        let known_sha = compressed.as_ref().map(|c| c.original_sha256().to_owned());
         let result = if body_len > self.cfg.chunk_threshold_bytes {
-            self.chunked(item, body_path, body_len, &mut outcome).await
+            self.chunked(item, body_path, body_len, known_sha, &mut outcome)
+                .await
         } else {
-            self.single(item, body_path, body_len, &mut outcome).await
+            self.single(item, body_path, body_len, known_sha, &mut outcome)
+                .await
         };
         match result {
             Ok(answer) => {
@@ -146,18 +153,17 @@ impl Client {
         }
     }
 
-    /// The metadata text fields of `item`, renamed as configured.
-    fn text_fields(&self, item: &UploadItem, form: Form) -> Form {
-        let mut form = form;
-        for (k, v) in &item.fields {
-            let name = self.cfg.field_names.get(k).unwrap_or(k).clone();
-            form = form.text(name, v.clone());
-        }
-        form = form.text("sha256", item.sha256.clone());
+    /// The metadata text fields of `item` (renamed as configured) and the content encoding.
+    fn text_fields(&self, item: &UploadItem) -> Vec<(String, String)> {
+        let mut fields: Vec<(String, String)> = item
+            .fields
+            .iter()
+            .map(|(k, v)| (self.cfg.field_names.get(k).unwrap_or(k).clone(), v.clone()))
+            .collect();
         if let Some(enc) = self.cfg.compression.encoding() {
-            form = form.text("content_encoding", enc);
+            fields.push(("content_encoding".into(), enc.into()));
         }
-        form
+        fields
     }
 
     async fn single(
@@ -165,25 +171,29 @@ impl Client {
         item: &UploadItem,
         body_path: &Path,
         body_len: u64,
+        known_sha: Option<String>,
         outcome: &mut Outcome,
     ) -> Result<String, UploadError> {
         let what = format!("upload of '{}'", item.path.display());
+        let fields = self.text_fields(item);
         self.send(&what, body_len, outcome, || async {
             let file = tokio::fs::File::open(body_path).await.map_err(|e| {
                 UploadError::io(format!("cannot read '{}'", body_path.display()), e)
             })?;
-            let stream = ReaderStream::with_capacity(file, STREAM_CHUNK);
-            let part = Part::stream_with_length(Body::wrap_stream(stream), body_len)
-                .file_name(item.file_name())
-                .mime_str("application/octet-stream")
-                .map_err(|e| UploadError::Config(format!("bad MIME type: {e}")))?;
-            let form = self
-                .text_fields(item, Form::new())
-                .part(self.cfg.file_field.clone(), part);
+            let body = MultipartBody::new(
+                &fields,
+                &self.cfg.file_field,
+                &item.file_name(),
+                file,
+                body_len,
+                known_sha.clone(),
+            );
             Ok(self
                 .request(Method::POST, self.url.as_str())
                 .header("Idempotency-Key", &item.idempotency_key)
-                .multipart(form))
+                .header(CONTENT_TYPE, body.content_type())
+                .header(CONTENT_LENGTH, body.len())
+                .body(body.into_body()))
         })
         .await
     }
@@ -193,9 +203,11 @@ impl Client {
         item: &UploadItem,
         body_path: &Path,
         body_len: u64,
+        known_sha: Option<String>,
         outcome: &mut Outcome,
     ) -> Result<String, UploadError> {
         let size = self.cfg.chunk_size_bytes.max(1);
+        let mut whole = Sha256::new();
         let count = body_len.div_ceil(size);
         let chunk_url = self.sub_url("chunks");
         let mut file = tokio::fs::File::open(body_path)
@@ -213,8 +225,9 @@ impl Client {
             read.await.map_err(|e| {
                 UploadError::io(format!("cannot read '{}'", body_path.display()), e)
             })?;
+            whole.update(&buf);
             let part_sha = hex::encode(Sha256::digest(&buf));
-            let bytes = bytes::Bytes::copy_from_slice(&buf);
+            let bytes = Bytes::copy_from_slice(&buf);
             let what = format!(
                 "part {}/{count} of '{}'",
                 index.saturating_add(1),
@@ -236,11 +249,17 @@ impl Client {
             })
             .await?;
         }
+        let sha = known_sha.unwrap_or_else(|| hex::encode(whole.finalize()));
         let complete_url = self.sub_url("complete");
         let what = format!("completion of '{}'", item.path.display());
+        let fields = self.text_fields(item);
         self.send(&what, 0, outcome, || async {
-            let form = self
-                .text_fields(item, Form::new())
+            let mut form = Form::new();
+            for (k, v) in &fields {
+                form = form.text(k.clone(), v.clone());
+            }
+            let form = form
+                .text("sha256", sha.clone())
                 .text("upload_id", item.idempotency_key.clone())
                 .text("part_count", count.to_string())
                 .text("filename", item.file_name());
@@ -319,6 +338,109 @@ impl Client {
         }
         Err(UploadError::Exhausted { attempts, last })
     }
+}
+
+/// A `multipart/form-data` body: text fields, the file streamed from disk, then a `sha256`
+/// field with the hash of the file computed on the way (or known beforehand, for a compressed
+/// file whose original was hashed while compressing). Its length is known up front.
+struct MultipartBody {
+    boundary: String,
+    head: Bytes,
+    file: tokio::fs::File,
+    file_len: u64,
+    known_sha: Option<String>,
+}
+
+impl MultipartBody {
+    fn new(
+        fields: &[(String, String)],
+        file_field: &str,
+        file_name: &str,
+        file: tokio::fs::File,
+        file_len: u64,
+        known_sha: Option<String>,
+    ) -> Self {
+        let boundary = format!("snapscan-{}", uuid::Uuid::new_v4().simple());
+        let mut head = String::new();
+        for (name, value) in fields {
+            head.push_str(&format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"\r\n\r\n{value}\r\n",
+                quote(name)
+            ));
+        }
+        head.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"; filename=\"{}\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n",
+            quote(file_field),
+            quote(file_name)
+        ));
+        MultipartBody {
+            boundary,
+            head: Bytes::from(head),
+            file,
+            file_len,
+            known_sha,
+        }
+    }
+
+    fn tail(boundary: &str, sha: &str) -> String {
+        format!(
+            "\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"sha256\"\r\n\r\n{sha}\r\n--{boundary}--\r\n"
+        )
+    }
+
+    fn content_type(&self) -> String {
+        format!("multipart/form-data; boundary={}", self.boundary)
+    }
+
+    /// Total length: the hex SHA-256 has a fixed length, so the tail's is known too.
+    fn len(&self) -> u64 {
+        let tail = Self::tail(&self.boundary, &"0".repeat(64)).len();
+        u64::try_from(self.head.len().saturating_add(tail))
+            .unwrap_or(u64::MAX)
+            .saturating_add(self.file_len)
+    }
+
+    fn into_body(self) -> Body {
+        let hash = Arc::new(Mutex::new(Sha256::new()));
+        let feed = Arc::clone(&hash);
+        let hashing = self.known_sha.is_none();
+        let file = ReaderStream::with_capacity(self.file, STREAM_CHUNK).map(move |chunk| {
+            if let (true, Ok(bytes)) = (hashing, &chunk) {
+                if let Ok(mut h) = feed.lock() {
+                    h.update(bytes);
+                }
+            }
+            chunk
+        });
+        let (boundary, known) = (self.boundary, self.known_sha);
+        let tail = stream::once(async move {
+            let sha = match known {
+                Some(sha) => sha,
+                None => {
+                    let h = hash
+                        .lock()
+                        .map(|mut h| std::mem::take(&mut *h))
+                        .map_err(|_| std::io::Error::other("hash state poisoned"))?;
+                    hex::encode(h.finalize())
+                }
+            };
+            Ok::<Bytes, std::io::Error>(Bytes::from(Self::tail(&boundary, &sha)))
+        });
+        let head = stream::once(std::future::ready(Ok::<Bytes, std::io::Error>(self.head)));
+        Body::wrap_stream(head.chain(file).chain(tail))
+    }
+}
+
+/// A multipart parameter value: quotes and backslashes escaped, line breaks dropped.
+fn quote(s: &str) -> String {
+    s.chars()
+        .filter(|c| *c != '\r' && *c != '\n')
+        .flat_map(|c| match c {
+            '"' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect()
 }
 
 /// Read at most [`MAX_ANSWER`] bytes of an answer, lossily as text.
