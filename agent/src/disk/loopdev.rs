@@ -166,8 +166,12 @@ impl LoopDevice {
             let device = PathBuf::from(format!("/dev/loop{number}"));
             let dev = match File::open(&device) {
                 Ok(f) => f,
-                // The node may lag behind LOOP_CTL_GET_FREE for a moment.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // The node may lag behind LOOP_CTL_GET_FREE for a moment, or the device may
+                // still be tearing down from its last auto-clear (ENXIO).
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        || e.raw_os_error() == Some(Errno::ENXIO as i32) =>
+                {
                     thread::sleep(PAUSE);
                     continue;
                 }
@@ -325,6 +329,8 @@ fn still_bound(binding: &LoopBinding) -> Result<bool, LoopError> {
     let file = match File::open(&binding.device) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        // A loop device being torn down (auto-clear after its last close) refuses opens.
+        Err(e) if e.raw_os_error() == Some(Errno::ENXIO as i32) => return Ok(false),
         Err(e) => return Err(io_err(what(), e)),
     };
     match ioctl::loop_get_status64(&file) {
