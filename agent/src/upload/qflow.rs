@@ -213,11 +213,11 @@ impl Client {
         let mut file = tokio::fs::File::open(body_path)
             .await
             .map_err(|e| UploadError::io(format!("cannot read '{}'", body_path.display()), e))?;
-        let mut buf = Vec::new();
         for index in 0..count {
             let start = index.saturating_mul(size);
             let len = size.min(body_len.saturating_sub(start));
-            buf.resize(usize::try_from(len).unwrap_or(usize::MAX), 0);
+            // A fresh buffer per part, handed to the request without a copy: one part in memory.
+            let mut buf = bytes::BytesMut::zeroed(usize::try_from(len).unwrap_or(usize::MAX));
             let read = async {
                 file.seek(std::io::SeekFrom::Start(start)).await?;
                 file.read_exact(&mut buf).await
@@ -227,7 +227,7 @@ impl Client {
             })?;
             whole.update(&buf);
             let part_sha = hex::encode(Sha256::digest(&buf));
-            let bytes = Bytes::copy_from_slice(&buf);
+            let bytes = buf.freeze();
             let what = format!(
                 "part {}/{count} of '{}'",
                 index.saturating_add(1),
