@@ -12,7 +12,9 @@
 //!   `X-Part-Count`, `X-Part-Sha256`); a re-sent part replaces the previous one.
 //! - `POST <url>/complete`: the text fields of a chunked upload (`upload_id`, `part_count`,
 //!   `filename`, `sha256`, ...); the parts are joined, decoded and checked.
-//! - `Authorization: Bearer <token>` is checked before the body is read (`401`), and an
+//! - `Authorization: Bearer <token>` is checked before the body is used (`401`, after
+//!   discarding the body, as real servers' lingering close does, so the client reliably reads
+//!   the answer instead of a reset), and an
 //!   `Idempotency-Key` already stored answers the first id with `"duplicate": true`.
 //!
 //! Bodies are streamed to temporary files while they are hashed, so memory stays flat for
@@ -407,11 +409,14 @@ async fn respond(
     fault: Option<Fault>,
     socket: &OwnedFd,
 ) -> Result<Answer, NoAnswer> {
-    if fault == Some(Fault::Unauthorized) || !authorized(req.headers(), &shared.token) {
-        return Ok(error(401, "missing or wrong bearer token"));
-    }
+    let unauthorized =
+        fault == Some(Fault::Unauthorized) || !authorized(req.headers(), &shared.token);
     let (parts, body) = req.into_parts();
     let mut body = BodyReader::new(body);
+    if unauthorized {
+        body.drain().await;
+        return Ok(error(401, "missing or wrong bearer token"));
+    }
     match fault {
         Some(Fault::Status(code)) => {
             body.drain().await;
