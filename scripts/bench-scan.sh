@@ -8,18 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-for p in hyperfine libguestfs-tools time; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    apt-get update -qq
-    # Debian's qemu-system-x86 (pulled in by libguestfs) conflicts with a backported qemu-utils:
-    # install the bookworm qemu-utils alongside it.
-    qu=$(apt-cache policy qemu-utils | awk '/bookworm\/main/ {print prev} {prev=$1}' | head -n1)
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --allow-downgrades "${need[@]}" \
-        ${qu:+qemu-utils=$qu} >/dev/null
-fi
+. scripts/bench-deps.sh
 
 cargo build --release -q -p snapscan -p snapscan-tests --bin snapscan --bin fixture
 bin=$PWD/target/release/snapscan

@@ -69,6 +69,19 @@ pub struct DiskReport {
     pub elapsed_ms: u64,
 }
 
+impl DiskReport {
+    /// The OS of the disk: that of the first volume with one, its `volume` set to that
+    /// volume's index.
+    pub fn os_root(&self) -> Option<OsInfo> {
+        self.volumes.iter().find_map(|v| {
+            v.os.clone().map(|mut os| {
+                os.volume = Some(v.index);
+                os
+            })
+        })
+    }
+}
+
 /// One volume of a [`DiskReport`].
 #[derive(Debug, Clone, Serialize)]
 pub struct VolumeReport {
@@ -206,12 +219,7 @@ pub fn enumerate(disk: &Arc<Disk>, opts: &Options) -> Result<(DiskReport, Vec<Op
         }
     }
     add_logical_volumes(&mut report, &mut volumes, opts);
-    report.os = report.volumes.iter().find_map(|v| {
-        v.os.clone().map(|mut os| {
-            os.volume = Some(v.index);
-            os
-        })
-    });
+    report.os = report.os_root();
     report.bytes_read = disk.bytes_read();
     report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let fresh = volumes

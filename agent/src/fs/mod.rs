@@ -24,6 +24,14 @@ use crate::disk::reader::Volume;
 /// Symlinks followed while resolving one path before giving up (Linux uses 40).
 pub const MAX_SYMLINKS: u32 = 40;
 
+/// Whether snapscan has a native reader for `kind` (what [`with_native`] can open).
+pub fn has_native(kind: FsKind) -> bool {
+    matches!(
+        kind,
+        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 | FsKind::Ntfs
+    )
+}
+
 /// Run `f` over the native [`RootFs`] of a volume of `kind`, contained (its own thread, the
 /// timeout, panic capture: see [`contain`]). `None` when there is no native reader for `kind`
 /// (only ext2/3/4 and NTFS have one). The filesystem is opened inside the contained thread

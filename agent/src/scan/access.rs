@@ -22,7 +22,7 @@ use crate::detect::{self, OsFamily, OsInfo};
 use crate::disk::loopdev::{self, LoopDevice};
 use crate::disk::probe::FsKind;
 use crate::disk::reader::{Budget, Disk, Volume};
-use crate::fs::{contain, host::HostTree, RootFs, Rooted};
+use crate::fs::{contain, has_native, host::HostTree, RootFs, Rooted};
 use crate::inspect::{self, DiskReport, VolumeReport};
 use crate::mount::fstab::{self, VolumeIdentity};
 use crate::mount::{Mount, Workspace};
@@ -152,14 +152,6 @@ fn mountable(kind: FsKind) -> bool {
     )
 }
 
-/// Filesystems snapscan can read without the kernel.
-fn native(kind: FsKind) -> bool {
-    matches!(
-        kind,
-        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 | FsKind::Ntfs
-    )
-}
-
 /// Why the kernel path is not available at all, if it is not.
 fn kernel_unavailable(cfg: &ScanConfig) -> Option<String> {
     if !cfg.kernel_mounts {
@@ -245,7 +237,7 @@ pub fn attach(
                 },
             };
             if let Some(why) = why_not {
-                if native(v.filesystem) {
+                if has_native(v.filesystem) {
                     a.method = Method::Native;
                 }
                 a.fallback_reason = Some(why);
@@ -267,12 +259,7 @@ pub fn attach(
             }
         }
     }
-    report.os = report.volumes.iter().find_map(|v| {
-        v.os.clone().map(|mut os| {
-            os.volume = Some(v.index);
-            os
-        })
-    });
+    report.os = report.os_root();
     let root = match &report.os {
         None => None,
         Some(os) => {
