@@ -49,6 +49,27 @@ pub enum Command {
     Scan(ScanArgs),
     /// Upload result files (kept locally after a failed upload, for instance) to a sink.
     Upload(UploadArgs),
+    /// Run the daemon of a scanner VM: watch the metadata server for assigned disks, scan and
+    /// upload each, report progress in guest attributes (run by systemd).
+    Agent(ConfigArg),
+    /// Work with the settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `--config FILE`.
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// Configuration file (TOML), read instead of the default locations.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// Subcommands of `snapscan config`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load and validate the settings, then print them in effect (TOML, secrets redacted).
+    Check(ConfigArg),
 }
 
 /// Arguments of `snapscan scan`.
@@ -114,7 +135,12 @@ pub struct InspectArgs {
 
 /// Run a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> u8 {
+    if !matches!(cli.command, Command::Agent(_)) {
+        crate::logging::init_cli();
+    }
     match cli.command {
+        Command::Agent(args) => run_agent(&args),
+        Command::Config(ConfigCommand::Check(args)) => run_config_check(&args),
         Command::Inspect(args) => run_inspect(&args),
         Command::Scan(args) => run_scan(&args),
         Command::Upload(args) => run_upload(&args),
@@ -205,6 +231,50 @@ async fn cancel_on_signal(token: CancellationToken) {
     token.cancel();
 }
 
+fn run_agent(args: &ConfigArg) -> u8 {
+    let cfg = match load_config(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    crate::logging::init_agent(&cfg.agent.log);
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result = rt.block_on(async {
+        let stop = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(stop.clone()));
+        crate::agent::run(cfg, stop).await
+    });
+    // Blocking tasks (a scan's unmount) are done: the jobs were awaited.
+    rt.shutdown_timeout(Duration::from_secs(5));
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            print_error(&e);
+            EXIT_FAILURE
+        }
+    }
+}
+
+fn run_config_check(args: &ConfigArg) -> u8 {
+    let cfg = match load_config(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match config::render_redacted(&cfg) {
+        Ok(text) => {
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            EXIT_OK
+        }
+        Err(e) => {
+            print_error(&e);
+            EXIT_FAILURE
+        }
+    }
+}
+
 fn run_upload(args: &UploadArgs) -> u8 {
     let cfg = match load_config(args.config.as_deref()) {
         Ok(c) => c,
@@ -239,6 +309,7 @@ fn run_scan(args: &ScanArgs) -> u8 {
             ..Subject::default()
         },
         upload_url: args.upload.clone(),
+        progress: None,
     };
     req.output_dir = match &args.output {
         Some(dir) => dir.clone(),

@@ -5,7 +5,9 @@
 //! error at load time, not a silently ignored setting.
 //!
 //! The tables belong to the modules that use them: `[scan]` here, `[scanner.profiles.NAME]`
-//! ([`crate::scanner::Profile`]) and `[upload]` ([`crate::upload::UploadConfig`]). [`load`]
+//! ([`crate::scanner::Profile`]), `[upload]` ([`crate::upload::UploadConfig`]), `[agent]`
+//! ([`crate::agent::AgentConfig`]), `[metadata]` ([`crate::metadata::MetadataConfig`]) and
+//! `[status]` ([`crate::agent::status::StatusConfig`]). [`load`]
 //! validates the result: every scanner profile's template, the chosen scanner's existence.
 //!
 //! Not here: reading secrets (the upload sink and the scanner runner read token files and
@@ -18,6 +20,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+use crate::agent::status::StatusConfig;
+use crate::agent::AgentConfig;
+use crate::metadata::MetadataConfig;
 use crate::scanner::{self, Profile};
 use crate::upload::UploadConfig;
 
@@ -40,6 +45,12 @@ pub struct Config {
     pub scanner: ScannerConfig,
     /// Where results go.
     pub upload: UploadConfig,
+    /// The daemon (`snapscan agent`).
+    pub agent: AgentConfig,
+    /// The metadata server.
+    pub metadata: MetadataConfig,
+    /// Progress in guest attributes.
+    pub status: StatusConfig,
 }
 
 /// The `[scan]` table.
@@ -122,7 +133,10 @@ impl Config {
                 .with_context(|| format!("invalid [scanner.profiles.{name}]"))?;
         }
         self.check_scanner(&self.scan.scanner)
-            .context("invalid [scan] scanner")
+            .context("invalid [scan] scanner")?;
+        self.agent.validate().context("invalid [agent]")?;
+        self.metadata.validate().context("invalid [metadata]")?;
+        self.status.validate().context("invalid [status]")
     }
 
     /// Error unless `name` is [`INVENTORY`] or a usable profile.
@@ -145,6 +159,69 @@ impl Config {
             ),
         }
     }
+}
+
+/// The settings as TOML, with anything that may be a secret replaced by `***`: the values of
+/// scanner environment variables whose name suggests a secret, and passwords in URLs.
+///
+/// # Errors
+///
+/// The settings cannot be encoded (not expected).
+pub fn render_redacted(cfg: &Config) -> anyhow::Result<String> {
+    let mut value = toml::Value::try_from(cfg).context("cannot encode the settings")?;
+    redact(&mut value, false);
+    let mut text = String::from("# snapscan settings in effect (secrets redacted)\n");
+    text.push_str(&toml::to_string_pretty(&value).context("cannot encode the settings")?);
+    Ok(text)
+}
+
+/// Names of settings or variables whose values are treated as secrets.
+fn secret_name(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    [
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "CREDENTIAL",
+        "API_KEY",
+        "APIKEY",
+        "AUTH",
+    ]
+    .iter()
+    .any(|w| upper.contains(w))
+        && !upper.ends_with("_FILE")
+        && !upper.ends_with("_ENV")
+}
+
+fn redact(v: &mut toml::Value, secret: bool) {
+    match v {
+        toml::Value::String(s) if secret => "***".clone_into(s),
+        toml::Value::String(s) => {
+            if let Some(clean) = redact_url(s) {
+                *s = clean;
+            }
+        }
+        toml::Value::Table(t) => {
+            for (k, child) in t.iter_mut() {
+                redact(child, secret || secret_name(k));
+            }
+        }
+        toml::Value::Array(a) => a.iter_mut().for_each(|c| redact(c, secret)),
+        _ => {}
+    }
+}
+
+/// `scheme://user:password@host...` without the password.
+fn redact_url(s: &str) -> Option<String> {
+    let (scheme, rest) = s.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (user, _) = userinfo.split_once(':')?;
+    Some(format!(
+        "{scheme}://{user}:***@{}",
+        rest.get(userinfo.len() + 1..)?
+    ))
 }
 
 /// Load and validate the settings: `file` instead of the system layers when given.
@@ -360,6 +437,42 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()));
         let got = setting_vars(vars.into_iter());
         assert_eq!(got.keys().collect::<Vec<_>>(), ["SNAPSCAN_SCAN__SCANNER"]);
+    }
+
+    #[test]
+    fn shipped_default_file_is_the_defaults() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../image/agent.toml");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = load_from(Some(&shipped), &dir.path().join("x"), &dir.path().join("y"))
+            .expect("image/agent.toml loads");
+        let as_value = |c: &Config| toml::Value::try_from(c).expect("encode");
+        assert_eq!(as_value(&cfg), as_value(&Config::default()));
+    }
+
+    #[test]
+    fn redaction() {
+        let text = r#"
+            [upload.qflow]
+            url = "https://user:hunter2@qflow.example/upload?x=1"
+            token_env = "QFLOW_TOKEN"
+            [scanner.profiles.mine]
+            command = ["/opt/bin/scan", "{mount}"]
+            env = { API_TOKEN = { value = "s3cr3t" }, REGION = { value = "eu" }, K = { from_env = "SECRET_K" } }
+        "#;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write(dir.path(), "c.toml", text);
+        let cfg =
+            load_from(Some(&file), &dir.path().join("x"), &dir.path().join("y")).expect("valid");
+        let out = render_redacted(&cfg).expect("render");
+        assert!(!out.contains("hunter2") && !out.contains("s3cr3t"), "{out}");
+        assert!(out.contains("user:***@qflow.example/upload?x=1"), "{out}");
+        assert!(
+            out.contains("\"eu\"") && out.contains("QFLOW_TOKEN"),
+            "{out}"
+        );
+        // What is printed loads again.
+        let again = write(dir.path(), "again.toml", &out.replace("***", "x"));
+        load_from(Some(&again), &dir.path().join("x"), &dir.path().join("y")).expect("reload");
     }
 
     #[test]

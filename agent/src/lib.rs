@@ -7,9 +7,12 @@
 //! [`detect`] (OS detection over a `RootFs`), [`inspect`] (the disk report of `snapscan
 //! inspect`), [`mount`] (read-only kernel mounts), [`inventory`] (the built-in scanner),
 //! [`scanner`] (external scanners), [`upload`] (result sinks), [`scan`] (the pipeline of
-//! `snapscan scan`), [`config`] (layered settings) and [`cli`] (the command line).
+//! `snapscan scan`), [`metadata`] (the GCE metadata server), [`job`] (one assigned disk's state
+//! machine and journal), [`agent`] (the daemon), [`config`] (layered settings), [`logging`] and
+//! [`cli`] (the command line).
 #![deny(missing_docs)]
 
+pub mod agent;
 mod bytes;
 pub mod cli;
 pub mod config;
@@ -18,6 +21,9 @@ pub mod disk;
 pub mod fs;
 pub mod inspect;
 pub mod inventory;
+pub mod job;
+pub mod logging;
+pub mod metadata;
 pub mod mount;
 pub mod scan;
 pub mod scanner;

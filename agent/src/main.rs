@@ -1,8 +1,7 @@
 //! The `snapscan` binary: parse the command line, set up logging, run, turn the outcome into an
 //! exit code. Everything else lives in the library.
 //!
-//! Logs go to stderr; `SNAPSCAN_LOG` sets the level or filter (`info`, `snapscan=debug`;
-//! default `warn`).
+//! Logging is set up by [`snapscan::logging`], per command.
 
 use std::process::ExitCode;
 
@@ -20,11 +19,5 @@ fn main() -> ExitCode {
             });
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SNAPSCAN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
     ExitCode::from(snapscan::cli::run(cli))
 }

@@ -4,6 +4,8 @@
 //! LVM, debootstrap) and cached under [`cache_dir`], so a second run costs nothing.
 
 pub mod expect;
+pub mod gce;
+pub mod gce_metadata;
 pub mod hive;
 pub mod images;
 pub mod qflow;

@@ -86,7 +86,7 @@ pub struct RequestLog {
     /// The request path (`/qflow/snapshot/v1/upload/chunks`, ...).
     pub path: String,
     /// The status answered, or 0 when the request got no answer ([`Fault::ResetMidBody`],
-    /// [`Fault::Hang`]).
+    /// [`Fault::Hang`], [`Fault::StoreThenHang`]).
     pub status: u16,
     /// The `Idempotency-Key` header.
     pub idempotency_key: Option<String>,
@@ -117,6 +117,9 @@ pub enum Fault {
     },
     /// Read the headers and never answer: the client must time out.
     Hang,
+    /// Store the upload as usual, then never answer: the receiver has the file but the client
+    /// never learns it (a crash between the two, as seen from the client).
+    StoreThenHang,
     /// Answer `401` whatever the token.
     Unauthorized,
 }
@@ -449,7 +452,7 @@ async fn respond(
             return Err(NoAnswer);
         }
         Some(Fault::SlowBody { bytes_per_sec }) => body.throttle(bytes_per_sec),
-        Some(Fault::Hang | Fault::Unauthorized) | None => {}
+        Some(Fault::Hang | Fault::StoreThenHang | Fault::Unauthorized) | None => {}
     }
     let result = match (parts.method == Method::POST, Endpoint::of(parts.uri.path())) {
         (_, None) => Err(Reject::new(404, "no such endpoint")),
@@ -458,6 +461,9 @@ async fn respond(
         (true, Some(Endpoint::Chunk)) => chunk(&parts, body, shared).await,
         (true, Some(Endpoint::Complete)) => complete(&parts, body, shared).await,
     };
+    if fault == Some(Fault::StoreThenHang) {
+        std::future::pending::<()>().await;
+    }
     Ok(result.unwrap_or_else(|reject| json_answer(reject.status, reject.body)))
 }
 

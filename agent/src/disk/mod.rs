@@ -9,3 +9,4 @@ pub mod lvm;
 pub mod partition;
 pub mod probe;
 pub mod reader;
+pub mod resolve;

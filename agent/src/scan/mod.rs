@@ -3,8 +3,10 @@
 //! [`crate::scanner`]), write the results and `report.json` ([`report`]) to the output
 //! directory, hand them to the sink ([`crate::upload`]), and undo every mount and loop device.
 //!
-//! `snapscan scan` runs this once; the agent runs it per assigned disk. The output directory is
-//! the local copy of the results: nothing here deletes it, whatever the sink did.
+//! `snapscan scan` runs [`scan`] once. The agent runs the two halves apart, [`produce`] then
+//! [`upload_outputs`], so that its journal can record the results as written before any upload
+//! starts. The output directory is the local copy of the results: nothing here deletes it,
+//! whatever the sink did.
 //!
 //! Not here: choosing which disks to scan, retrying a failed scan, the job journal (the agent).
 
@@ -45,6 +47,19 @@ pub struct ScanRequest {
     pub subject: Subject,
     /// A QFlow URL that replaces the configured sink.
     pub upload_url: Option<String>,
+    /// Told each phase as it is reached (the agent's job journal listens).
+    pub progress: Option<tokio::sync::mpsc::UnboundedSender<Phase>>,
+}
+
+/// A phase of [`produce`] that has just completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The disk is open read-only and its volumes are reachable.
+    Opened,
+    /// The OS is known.
+    Detected,
+    /// The scanner finished and its outputs are written.
+    Scanned,
 }
 
 impl ScanRequest {
@@ -80,9 +95,51 @@ pub fn sanitize(raw: &str) -> String {
     }
 }
 
-/// Run one scan. Never fails as a whole: every failure is in the report's `status` and `error`,
-/// and the report is written to the output directory whenever that directory can be written.
+/// Run one scan and upload its results. Never fails as a whole: every failure is in the
+/// report's `status` and `error`, and the report is written to the output directory whenever
+/// that directory can be written.
 pub async fn scan(req: &ScanRequest, cfg: &Config, cancel: CancellationToken) -> ScanReport {
+    let mut report = produce(req, cfg, cancel).await;
+    if report.error.is_some() {
+        return report;
+    }
+    let dir = std::fs::canonicalize(&req.output_dir).unwrap_or_else(|_| req.output_dir.clone());
+    let upload_started = Instant::now();
+    let fields = upload_fields(req, &report);
+    match upload_outputs(
+        cfg,
+        req.upload_url.as_deref(),
+        &dir,
+        &report.outputs,
+        &fields,
+    )
+    .await
+    {
+        Ok(records) => {
+            if records.iter().any(|r| !r.outcome.acknowledged) {
+                report.status = report.status.max(Status::UploadFailed);
+            }
+            report.uploads = records;
+        }
+        Err(e) => {
+            report.status = Status::Failed;
+            report.error = Some(format!("{e:#}"));
+        }
+    }
+    report.timings_ms.upload = ms_since(upload_started);
+    report.timings_ms.total = report
+        .timings_ms
+        .total
+        .saturating_add(report.timings_ms.upload);
+    if let Err(e) = write_report(&dir, &report) {
+        tracing::error!("{e:#}");
+    }
+    report
+}
+
+/// Scan one disk and write its results and `report.json`, without uploading anything. Never
+/// fails as a whole, like [`scan`].
+pub async fn produce(req: &ScanRequest, cfg: &Config, cancel: CancellationToken) -> ScanReport {
     let started = Instant::now();
     // An absolute output directory: the scanner runs in it, outputs are named relative to it.
     let output_dir = std::fs::create_dir_all(&req.output_dir)
@@ -170,6 +227,10 @@ async fn run(
     report.disk = Some(attached.disk.clone());
     report.access = attached.access.clone();
     report.os = attached.disk.os.clone();
+    tell(req, Phase::Opened);
+    if report.os.is_some() {
+        tell(req, Phase::Detected);
+    }
     report.warnings.extend(attached.warnings.iter().cloned());
     if attached.disk.volumes.iter().any(|v| v.error.is_some()) {
         report.status = Status::Partial;
@@ -183,10 +244,15 @@ async fn run(
         report.warnings.push(format!("cleanup: {e}"));
     }
     report.outputs = describe_outputs(&req.output_dir, &scanned?)?;
-    let upload_started = Instant::now();
-    upload_all(req, cfg, report).await?;
-    report.timings_ms.upload = ms_since(upload_started);
+    tell(req, Phase::Scanned);
     Ok(())
+}
+
+fn tell(req: &ScanRequest, phase: Phase) {
+    if let Some(tx) = &req.progress {
+        // The listener may be gone (job cancelled): nothing to tell then.
+        let _ = tx.send(phase);
+    }
 }
 
 /// Release the guards on a blocking thread (unmounts can take a moment).
@@ -350,8 +416,8 @@ fn hash_file(path: &Path) -> anyhow::Result<(u64, String)> {
     Ok((n, hex::encode(h.finalize())))
 }
 
-/// The metadata fields sent with every file.
-fn upload_fields(req: &ScanRequest, report: &ScanReport) -> BTreeMap<String, String> {
+/// The metadata fields sent with every file of a scan.
+pub fn upload_fields(req: &ScanRequest, report: &ScanReport) -> BTreeMap<String, String> {
     let mut f = BTreeMap::new();
     let mut put = |k: &str, v: Option<&str>| {
         if let Some(v) = v {
@@ -378,31 +444,34 @@ fn upload_fields(req: &ScanRequest, report: &ScanReport) -> BTreeMap<String, Str
     f
 }
 
-/// Hand every output to the sink; a file the sink did not acknowledge marks the scan
-/// [`Status::UploadFailed`] (it stays in the output directory).
-async fn upload_all(
-    req: &ScanRequest,
+/// Hand each output file of `dir` to the sink (the configured one, or QFlow at `upload_url`),
+/// one after the other, with the same `fields`. A file the sink did not acknowledge has an
+/// unacknowledged [`UploadRecord`]; it stays in `dir`.
+///
+/// # Errors
+///
+/// The sink cannot be set up (no URL, no token): nothing was sent.
+pub async fn upload_outputs(
     cfg: &Config,
-    report: &mut ScanReport,
-) -> anyhow::Result<()> {
-    let sink = Sink::from_config(&cfg.upload, req.upload_url.as_deref())
-        .context("cannot set up the upload")?;
-    let fields = upload_fields(req, report);
-    for out in report.outputs.clone() {
-        let path = req.output_dir.join(&out.name);
+    upload_url: Option<&str>,
+    dir: &Path,
+    outputs: &[OutputFile],
+    fields: &BTreeMap<String, String>,
+) -> anyhow::Result<Vec<UploadRecord>> {
+    let sink = Sink::from_config(&cfg.upload, upload_url).context("cannot set up the upload")?;
+    let mut records = Vec::with_capacity(outputs.len());
+    for out in outputs {
+        let path = dir.join(&out.name);
         let outcome = match UploadItem::new(&path, fields.clone()).await {
             Ok(item) => upload::upload(&sink, &item).await,
             Err(e) => upload::Outcome::failed(format!("{e:#}")),
         };
-        if !outcome.acknowledged {
-            report.status = report.status.max(Status::UploadFailed);
-        }
-        report.uploads.push(UploadRecord {
-            file: out.name,
+        records.push(UploadRecord {
+            file: out.name.clone(),
             outcome,
         });
     }
-    Ok(())
+    Ok(records)
 }
 
 /// Write `report.json` atomically.

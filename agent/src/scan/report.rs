@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::detect::OsInfo;
 use crate::inspect::{human_size, DiskReport};
@@ -62,7 +62,7 @@ pub struct ScanReport {
     /// The result files written to the output directory (`report.json` itself excluded).
     pub outputs: Vec<OutputFile>,
     /// One entry per result file handed to the sink, `report.json` excluded (it is written
-    /// after them, and sent last).
+    /// after them, and stays local).
     pub uploads: Vec<UploadRecord>,
     /// How long each phase took.
     pub timings_ms: Timings,
@@ -131,7 +131,7 @@ pub struct ScannerReport {
 }
 
 /// One result file.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputFile {
     /// File name in the output directory.
     pub name: String,

@@ -182,26 +182,31 @@ pub async fn run(
             Var::JobId => Some(ctx.job_id.clone()),
         }
     };
-    let agent_env = |n: &str| std::env::var(n).ok();
-    let values = Values {
-        vars: &vars,
-        env: &agent_env,
+    // Rendered in a block: the templates' closures are not `Send` and must not live across an
+    // await.
+    let (mut secrets, argv, shown, envs) = {
+        let agent_env = |n: &str| std::env::var(n).ok();
+        let values = Values {
+            vars: &vars,
+            env: &agent_env,
+        };
+        let mut secrets = Vec::new();
+        let mut argv = Vec::new();
+        let mut shown = vec![program.display().to_string()];
+        for t in args {
+            let r = render(t, &values)?;
+            secrets.extend(r.secrets);
+            argv.push(r.value);
+            shown.push(r.shown);
+        }
+        let mut envs = Vec::new();
+        for (var, source) in &profile.env {
+            let r = env_value(var, source, &values)?;
+            secrets.extend(r.secrets);
+            envs.push((var.clone(), r.value));
+        }
+        (secrets, argv, shown, envs)
     };
-    let mut secrets = Vec::new();
-    let mut argv = Vec::new();
-    let mut shown = vec![program.display().to_string()];
-    for t in args {
-        let r = render(t, &values)?;
-        secrets.extend(r.secrets);
-        argv.push(r.value);
-        shown.push(r.shown);
-    }
-    let mut envs = Vec::new();
-    for (var, source) in &profile.env {
-        let r = env_value(var, source, &values)?;
-        secrets.extend(r.secrets);
-        envs.push((var.clone(), r.value));
-    }
     secrets.retain(|s| !s.is_empty());
     let secrets = Arc::new(secrets);
     let home = cache.as_ref().map_or(&output_dir, |c| &c.0);

@@ -1,0 +1,613 @@
+//! `snapscan agent`: the daemon of the scanner VM.
+//!
+//! It learns who it is from the metadata server (retrying until the server answers), cleans up
+//! what a previous run left mounted, tells systemd it is ready, then watches two metadata
+//! directories: `instance/attributes/` (the [`assignments`]) and `instance/disks/` (what is
+//! attached). Each change is reconciled: a new assignment becomes a [`crate::job`], a withdrawn
+//! one cancels its job, a job journalled by a previous run resumes. Progress goes to guest
+//! attributes ([`status`]), to systemd ([`notify`]) and to the log. On SIGTERM it takes no new
+//! work, stops scans (unmounting everything), gives uploads in flight `stop_timeout_secs`, and
+//! exits; the journals say where to resume. With `idle_action = "poweroff"`, a VM whose jobs
+//! are all finished powers itself off after `idle_grace_secs`.
+//!
+//! Not here: the scan of one disk ([`crate::scan`]), the job's states ([`crate::job`]), the
+//! HTTP of the metadata server ([`crate::metadata`]).
+
+pub mod assignments;
+pub mod notify;
+pub mod status;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::config::Config;
+use crate::disk::resolve::Resolver;
+use crate::job::{self, Control, Journal, State, Store};
+use crate::metadata::watch::{self as mdwatch, Dir};
+use crate::metadata::{Client, Identity};
+use crate::mount::workspace::Workspace;
+use assignments::{Assignment, AttachedDisk};
+use notify::Notifier;
+use status::Reporter;
+
+/// The guest-attribute key of the agent's own status.
+pub const AGENT_KEY: &str = "agent";
+
+/// What to do once every job is finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdleAction {
+    /// Keep running (autoscaled groups, long-lived scanner VMs).
+    #[default]
+    None,
+    /// Run `poweroff_command` (one-off scanner VMs).
+    Poweroff,
+}
+
+/// The `[agent]` table.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Job journals and results. Default `/var/lib/snapscan`.
+    pub state_dir: PathBuf,
+    /// Scans running at once; 0 (the default) means one per CPU.
+    pub max_concurrent_jobs: usize,
+    /// Scan disks attached READ_WRITE. Default false.
+    pub scan_read_write: bool,
+    /// Scan the boot disk (index 0). Default false.
+    pub scan_boot_disk: bool,
+    /// Longest wait for an attached disk's block device to show up. Default 60.
+    pub device_wait_secs: u64,
+    /// Where udev's `google-<name>` links are. Default `/dev/disk/by-id`.
+    pub by_id_dir: PathBuf,
+    /// sysfs, for serial numbers. Default `/sys`.
+    pub sys_dir: PathBuf,
+    /// Where block devices are. Default `/dev`.
+    pub dev_dir: PathBuf,
+    /// On SIGTERM, how long uploads in flight may still take. Default 60.
+    pub stop_timeout_secs: u64,
+    /// Wait before sending again results the receiver did not acknowledge. Default 60.
+    pub upload_retry_secs: u64,
+    /// Keep result files after the QFlow receiver acknowledged them. Default false.
+    pub keep_uploaded: bool,
+    /// `none` (default) or `poweroff` once every job is finished.
+    pub idle_action: IdleAction,
+    /// How long the agent must have been idle before `idle_action`. Default 300.
+    pub idle_grace_secs: u64,
+    /// The command that powers the VM off. Default `["systemctl", "poweroff"]`.
+    pub poweroff_command: Vec<String>,
+    /// Log filter (`info`, `snapscan=debug`); `RUST_LOG` replaces it. Default `info`.
+    pub log: String,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            state_dir: PathBuf::from("/var/lib/snapscan"),
+            max_concurrent_jobs: 0,
+            scan_read_write: false,
+            scan_boot_disk: false,
+            device_wait_secs: 60,
+            by_id_dir: PathBuf::from("/dev/disk/by-id"),
+            sys_dir: PathBuf::from("/sys"),
+            dev_dir: PathBuf::from("/dev"),
+            stop_timeout_secs: 60,
+            upload_retry_secs: 60,
+            keep_uploaded: false,
+            idle_action: IdleAction::None,
+            idle_grace_secs: 300,
+            poweroff_command: vec!["systemctl".into(), "poweroff".into()],
+            log: "info".into(),
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Check the values.
+    ///
+    /// # Errors
+    ///
+    /// A relative state directory, or `poweroff` without a command.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !self.state_dir.is_absolute() {
+            anyhow::bail!("state_dir '{}' must be absolute", self.state_dir.display());
+        }
+        if self.idle_action == IdleAction::Poweroff && self.poweroff_command.is_empty() {
+            anyhow::bail!("idle_action = \"poweroff\" needs a poweroff_command");
+        }
+        Ok(())
+    }
+
+    /// Scans at once: the setting, else the number of CPUs.
+    pub fn concurrency(&self) -> usize {
+        if self.max_concurrent_jobs > 0 {
+            self.max_concurrent_jobs
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+/// Run the daemon until `stop` fires (SIGTERM).
+///
+/// # Errors
+///
+/// Only what makes running impossible: the state directory cannot be created.
+pub async fn run(cfg: Config, stop: CancellationToken) -> anyhow::Result<()> {
+    let cfg = Arc::new(cfg);
+    let client = Client::new(&cfg.metadata)?;
+    let notifier = Notifier;
+    let store = Store::open(&cfg.agent.state_dir)?;
+
+    notifier.status("waiting for the metadata server");
+    let backoff = cfg.metadata.backoff();
+    let identity = tokio::select! {
+        id = client.identity(&backoff, &stop) => id,
+        () = pet_watchdog_forever(notifier) => None,
+    };
+    let Some(identity) = identity else {
+        return Ok(());
+    };
+    tracing::info!(
+        instance = identity.name,
+        instance_id = identity.instance_id,
+        zone = identity.zone,
+        project = identity.project,
+        "metadata server at {}",
+        client.base()
+    );
+    match Workspace::cleanup_leftovers(&cfg.scan.work_dir) {
+        Ok(done) => {
+            for d in done {
+                tracing::warn!("cleaned up after a previous run: {d}");
+            }
+        }
+        Err(e) => tracing::error!("cannot clean up after a previous run: {e:#}"),
+    }
+
+    let mut agent = Agent::new(cfg.clone(), client.clone(), identity, store, stop.clone());
+    notifier.ready("watching for assignments");
+    agent.publish();
+    let result = agent.main_loop(notifier).await;
+    agent.shut_down(notifier).await;
+    result
+}
+
+/// Pet the watchdog while something slow runs before the main loop.
+async fn pet_watchdog_forever(notifier: Notifier) {
+    match Notifier::watchdog_interval() {
+        Some(every) => loop {
+            notifier.watchdog();
+            tokio::time::sleep(every).await;
+        },
+        None => std::future::pending().await,
+    }
+}
+
+struct Running {
+    control: Control,
+}
+
+struct Agent {
+    cfg: Arc<Config>,
+    identity: Identity,
+    store: Store,
+    stop: CancellationToken,
+    hard_stop: CancellationToken,
+    reporter: Reporter,
+    env: job::Env,
+    disks_tx: watch::Sender<Option<Vec<AttachedDisk>>>,
+    attributes: watch::Receiver<Dir>,
+    disks: watch::Receiver<Dir>,
+    journal_rx: mpsc::UnboundedReceiver<Journal>,
+    /// The newest journal of every job known, final ones included.
+    known: BTreeMap<String, Journal>,
+    running: HashMap<String, Running>,
+    tasks: JoinSet<Journal>,
+    task_ids: HashMap<tokio::task::Id, String>,
+    assignment_errors: Vec<String>,
+    idle_since: Option<Instant>,
+    powered_off: bool,
+}
+
+impl Agent {
+    fn new(
+        cfg: Arc<Config>,
+        client: Client,
+        identity: Identity,
+        store: Store,
+        stop: CancellationToken,
+    ) -> Agent {
+        let reporter = Reporter::spawn(client.clone(), cfg.status.clone());
+        let (attr_tx, attributes) = watch::channel(Dir::Unknown);
+        let (disk_dir_tx, disks) = watch::channel(Dir::Unknown);
+        for (dir, tx) in [
+            ("instance/attributes/", attr_tx),
+            ("instance/disks/", disk_dir_tx),
+        ] {
+            tokio::spawn(mdwatch::run(
+                client.clone(),
+                cfg.metadata.clone(),
+                dir,
+                tx,
+                stop.clone(),
+            ));
+        }
+        let (disks_tx, disks_rx) = watch::channel(None);
+        let (journal_tx, journal_rx) = mpsc::unbounded_channel();
+        let resolver = Resolver {
+            by_id_dir: cfg.agent.by_id_dir.clone(),
+            sys_dir: cfg.agent.sys_dir.clone(),
+            dev_dir: cfg.agent.dev_dir.clone(),
+            ..Resolver::default()
+        };
+        let env = job::Env {
+            cfg: cfg.clone(),
+            store: store.clone(),
+            resolver: Arc::new(resolver),
+            scanner_instance: identity.instance_id.clone(),
+            disks: disks_rx,
+            slots: Arc::new(Semaphore::new(cfg.agent.concurrency())),
+            report: journal_tx,
+        };
+        let (journals, errors) = store.load_all();
+        for e in errors {
+            tracing::error!("{e}");
+        }
+        let known = journals
+            .into_iter()
+            .map(|j| (j.id().to_owned(), j))
+            .collect();
+        Agent {
+            cfg,
+            identity,
+            store,
+            stop,
+            hard_stop: CancellationToken::new(),
+            reporter,
+            env,
+            disks_tx,
+            attributes,
+            disks,
+            journal_rx,
+            known,
+            running: HashMap::new(),
+            tasks: JoinSet::new(),
+            task_ids: HashMap::new(),
+            assignment_errors: Vec::new(),
+            idle_since: None,
+            powered_off: false,
+        }
+    }
+
+    async fn main_loop(&mut self, notifier: Notifier) -> anyhow::Result<()> {
+        let watchdog_every = Notifier::watchdog_interval();
+        let mut watchdog =
+            tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
+        let mut idle_timer: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => return Ok(()),
+                changed = self.attributes.changed() => {
+                    if changed.is_ok() {
+                        self.reconcile();
+                    }
+                }
+                changed = self.disks.changed() => {
+                    if changed.is_ok() {
+                        self.on_disks();
+                    }
+                }
+                Some(j) = self.journal_rx.recv() => self.on_journal(j),
+                Some(done) = self.tasks.join_next_with_id() => self.on_task_end(done),
+                _ = watchdog.tick(), if watchdog_every.is_some() => notifier.watchdog(),
+                () = sleep_until(idle_timer), if idle_timer.is_some() => self.power_off().await,
+            }
+            let line = self.summary_line();
+            notifier.status(&line);
+            idle_timer = self.idle_deadline();
+        }
+    }
+
+    /// The assignments changed (or were read for the first time).
+    fn reconcile(&mut self) {
+        let text = match &*self.attributes.borrow_and_update() {
+            Dir::Unknown => return,
+            Dir::Absent => String::new(),
+            Dir::Value(json) => match serde_json::from_str::<BTreeMap<String, String>>(json) {
+                Ok(attrs) => attrs
+                    .get(assignments::ATTRIBUTE)
+                    .cloned()
+                    .unwrap_or_default(),
+                Err(e) => {
+                    tracing::error!("instance/attributes/ is not a JSON object: {e}");
+                    return;
+                }
+            },
+        };
+        let cfg = self.cfg.clone();
+        let check = |name: &str| cfg.check_scanner(name).map_err(|e| format!("{e:#}"));
+        let parsed = if text.trim().is_empty() {
+            assignments::Parsed::default()
+        } else {
+            assignments::parse(&text, &check)
+        };
+        if parsed.errors != self.assignment_errors {
+            for e in &parsed.errors {
+                tracing::error!("bad assignment: {e}");
+            }
+            self.assignment_errors.clone_from(&parsed.errors);
+        }
+        if parsed.unreadable {
+            // Nothing can be concluded from a broken list: keep what runs.
+            self.publish();
+            return;
+        }
+        let wanted: BTreeMap<String, Assignment> = parsed
+            .valid
+            .into_iter()
+            .map(|a| (a.id.clone(), a))
+            .collect();
+        // Withdrawn: cancel what runs.
+        for (id, r) in &self.running {
+            if !wanted.contains_key(id) && !r.control.cancel.is_cancelled() {
+                tracing::info!(
+                    job_id = id.as_str(),
+                    "assignment withdrawn: cancelling the job"
+                );
+                r.control.withdrawn.store(true, Ordering::SeqCst);
+                r.control.cancel.cancel();
+            }
+        }
+        // New, resumed, or re-assigned after a cancellation.
+        for (id, a) in &wanted {
+            if self.running.contains_key(id) {
+                continue;
+            }
+            let journal = match self.known.get(id) {
+                Some(j) if j.state == State::Cancelled => Journal::new(a.clone()),
+                Some(j) if j.state.is_final() => {
+                    if j.assignment != *a {
+                        tracing::warn!(
+                            job_id = id.as_str(),
+                            "assignment '{id}' changed after its job finished; ids are not \
+                             reused: ignored"
+                        );
+                    }
+                    continue;
+                }
+                Some(j) => j.clone(),
+                None => Journal::new(a.clone()),
+            };
+            self.start(journal);
+        }
+        // Journalled by a previous run and no longer assigned: results already written are
+        // still sent; anything earlier is cancelled.
+        let orphans: Vec<Journal> = self
+            .known
+            .values()
+            .filter(|j| {
+                !j.state.is_final()
+                    && !wanted.contains_key(j.id())
+                    && !self.running.contains_key(j.id())
+            })
+            .cloned()
+            .collect();
+        for mut j in orphans {
+            if j.state >= State::Scanned {
+                self.start(j);
+            } else {
+                j.error = Some("the assignment was withdrawn".into());
+                j.state = State::Cancelled;
+                j.finished_at = Some(
+                    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+                );
+                if let Err(e) = self.store.save(&j) {
+                    tracing::error!("{e:#}");
+                }
+                self.on_journal(j);
+            }
+        }
+        self.publish();
+    }
+
+    fn start(&mut self, j: Journal) {
+        let id = j.id().to_owned();
+        if self.store.save(&j).is_err() && !self.known.contains_key(&id) {
+            tracing::error!(
+                job_id = id.as_str(),
+                "cannot write the journal: not starting"
+            );
+        }
+        let control = Control {
+            cancel: self.stop.child_token(),
+            withdrawn: Arc::default(),
+            hard_stop: self.hard_stop.clone(),
+        };
+        let span = tracing::info_span!(
+            "job",
+            job_id = id.as_str(),
+            device = j.assignment.device_name.as_str(),
+            snapshot = j.assignment.snapshot.as_str()
+        );
+        tracing::info!(parent: &span, state = j.state.as_str(), "job started");
+        let env = self.env.clone();
+        let ctl = control.clone();
+        let handle = self
+            .tasks
+            .spawn(async move { job::run(&env, j, &ctl).await }.instrument(span));
+        self.task_ids.insert(handle.id(), id.clone());
+        self.running.insert(id, Running { control });
+    }
+
+    fn on_disks(&mut self) {
+        let parsed = match &*self.disks.borrow_and_update() {
+            Dir::Unknown => return,
+            Dir::Absent => Ok(Vec::new()),
+            Dir::Value(json) => assignments::parse_disks(json),
+        };
+        match parsed {
+            Ok(list) => {
+                self.disks_tx.send_replace(Some(list));
+            }
+            Err(e) => tracing::error!("{e}"),
+        }
+    }
+
+    fn on_journal(&mut self, j: Journal) {
+        self.reporter.set(j.id(), &job::status_json(&j));
+        self.known.insert(j.id().to_owned(), j);
+        self.publish();
+    }
+
+    fn on_task_end(&mut self, done: Result<(tokio::task::Id, Journal), tokio::task::JoinError>) {
+        let (task, journal) = match done {
+            Ok((task, j)) => (task, Some(j)),
+            Err(e) => (e.id(), None),
+        };
+        let Some(id) = self.task_ids.remove(&task) else {
+            return;
+        };
+        self.running.remove(&id);
+        match journal {
+            Some(j) => self.on_journal(j),
+            None => {
+                // A bug, not the disk: the job is failed rather than retried forever.
+                if let Some(mut j) = self.known.get(&id).cloned() {
+                    tracing::error!(job_id = id.as_str(), "the job's task panicked");
+                    j.error = Some("internal error: the job's task panicked".into());
+                    j.state = State::Failed;
+                    if let Err(e) = self.store.save(&j) {
+                        tracing::error!("{e:#}");
+                    }
+                    self.on_journal(j);
+                }
+            }
+        }
+    }
+
+    fn counts(&self) -> (usize, usize, usize, usize) {
+        let (mut done, mut failed, mut cancelled) = (0, 0, 0);
+        for j in self.known.values() {
+            match j.state {
+                State::Done => done += 1,
+                State::Failed => failed += 1,
+                State::Cancelled => cancelled += 1,
+                _ => {}
+            }
+        }
+        (self.running.len(), done, failed, cancelled)
+    }
+
+    fn summary_line(&self) -> String {
+        let (running, done, failed, cancelled) = self.counts();
+        format!("{running} running, {done} done, {failed} failed, {cancelled} cancelled")
+    }
+
+    fn agent_state(&self) -> &'static str {
+        if self.stop.is_cancelled() {
+            "stopping"
+        } else if self.running.is_empty() {
+            "idle"
+        } else {
+            "running"
+        }
+    }
+
+    /// The `agent` guest attribute.
+    fn publish(&self) {
+        let (running, done, failed, cancelled) = self.counts();
+        self.reporter.set(
+            AGENT_KEY,
+            &serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "state": self.agent_state(),
+                "instance": self.identity.name,
+                "running": running,
+                "done": done,
+                "failed": failed,
+                "cancelled": cancelled,
+                "errors": self.assignment_errors,
+            }),
+        );
+    }
+
+    /// When to run the idle action, if it is due.
+    fn idle_deadline(&mut self) -> Option<Instant> {
+        let idle = self.running.is_empty() && !self.known.is_empty();
+        if !idle || self.stop.is_cancelled() {
+            self.idle_since = None;
+            return None;
+        }
+        let since = *self.idle_since.get_or_insert_with(Instant::now);
+        (self.cfg.agent.idle_action == IdleAction::Poweroff && !self.powered_off)
+            .then(|| since + Duration::from_secs(self.cfg.agent.idle_grace_secs))
+    }
+
+    async fn power_off(&mut self) {
+        self.powered_off = true;
+        let argv = &self.cfg.agent.poweroff_command;
+        let Some((program, args)) = argv.split_first() else {
+            return;
+        };
+        tracing::warn!(
+            "every job is finished and the agent was idle for {} s: powering off ({})",
+            self.cfg.agent.idle_grace_secs,
+            argv.join(" ")
+        );
+        self.reporter.flush(Duration::from_secs(10)).await;
+        match tokio::process::Command::new(program)
+            .args(args)
+            .status()
+            .await
+        {
+            Ok(s) if s.success() => {}
+            Ok(s) => tracing::error!("{}: {s}", argv.join(" ")),
+            Err(e) => tracing::error!("cannot run {}: {e}", argv.join(" ")),
+        }
+    }
+
+    /// Stop: scans are cancelled by `stop` already (their tokens are its children); uploads get
+    /// `stop_timeout_secs`. Then the last status is written.
+    async fn shut_down(&mut self, notifier: Notifier) {
+        let bound = Duration::from_secs(self.cfg.agent.stop_timeout_secs);
+        notifier.stopping(bound + Duration::from_secs(30));
+        tracing::info!("stopping: {} job(s) to wind down", self.running.len());
+        self.publish();
+        let hard = self.hard_stop.clone();
+        let deadline = tokio::spawn(async move {
+            tokio::time::sleep(bound).await;
+            hard.cancel();
+        });
+        while let Some(done) = self.tasks.join_next_with_id().await {
+            self.on_task_end(done);
+            while let Ok(j) = self.journal_rx.try_recv() {
+                self.on_journal(j);
+            }
+        }
+        deadline.abort();
+        while let Ok(j) = self.journal_rx.try_recv() {
+            self.on_journal(j);
+        }
+        self.publish();
+        self.reporter.flush(Duration::from_secs(5)).await;
+        tracing::info!("stopped: {}", self.summary_line());
+    }
+}
+
+/// Sleep until `at`; never wakes for `None` (a `select!` branch that is off).
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}

@@ -1,0 +1,77 @@
+//! `metadata-server [--port P] [--disk NAME:MODE]... [--attribute KEY=VALUE]...`: run the fake
+//! GCE metadata server of the tests on its own, for the agent benchmark and for poking at by
+//! hand (`GCE_METADATA_HOST=127.0.0.1:P`). Prints its URL on one line and serves until killed.
+//! The boot disk `persistent-disk-0` is always attached; `MODE` is `ro` or `rw`. Lines
+//! `KEY=VALUE` on stdin set attributes later (an empty value removes the attribute).
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use snapscan_tests::gce_metadata::{Disk, FakeMetadata};
+
+const USAGE: &str =
+    "usage: metadata-server [--port PORT] [--disk NAME:ro|rw]... [--attribute KEY=VALUE]...";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let mut port = 0u16;
+    let mut disks = vec![Disk::boot("persistent-disk-0")];
+    let mut attributes = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--port" => port = value()?.parse().context("bad --port")?,
+            "--disk" => {
+                let v = value()?;
+                let index = u32::try_from(disks.len())?;
+                disks.push(match v.rsplit_once(':') {
+                    Some((name, "ro")) => Disk::read_only(name, index),
+                    Some((name, "rw")) => Disk::read_write(name, index),
+                    _ => bail!("bad --disk '{v}'\n{USAGE}"),
+                });
+            }
+            "--attribute" => {
+                let v = value()?;
+                let (k, val) = v
+                    .split_once('=')
+                    .with_context(|| format!("bad --attribute '{v}'"))?;
+                attributes.push((k.to_owned(), val.to_owned()));
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown argument '{other}'\n{USAGE}"),
+        }
+    }
+    let md = FakeMetadata::start_on(([127, 0, 0, 1], port).into())?;
+    md.set_disks(disks);
+    for (k, v) in &attributes {
+        md.set_attribute(k, v);
+    }
+    println!("{}", md.url());
+    std::io::stdout().flush()?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        match line.split_once('=') {
+            Some((k, "")) => md.remove_attribute(k.trim()),
+            Some((k, v)) => md.set_attribute(k.trim(), v),
+            None => eprintln!("ignored (KEY=VALUE expected): {line}"),
+        }
+    }
+    // stdin closed: serve until killed.
+    loop {
+        std::thread::park();
+    }
+}

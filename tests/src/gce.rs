@@ -1,0 +1,109 @@
+//! Disks attached the way a GCE scanner VM sees them, on an ordinary Linux host: each disk image
+//! gets a real loop device, a `google-<device name>` link to it in a private `by-id` directory
+//! (what Google's udev rule makes), and a private sysfs tree in which that loop device reports
+//! the device name as its SCSI serial (VPD page 0x80), its read-only flag and its size. The
+//! agent is pointed at both directories (`[agent] by_id_dir`, `sys_dir`), so it resolves and
+//! verifies devices exactly as on GCE, and then reads the real loop device.
+//!
+//! Not here: the metadata server's view of the attachments (`instance/disks/`, see
+//! [`crate::gce_metadata`]); a test sets both.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::images::guard::LoopDevice;
+
+/// A set of attached disks; detached on drop.
+pub struct GceDisks {
+    dir: tempfile::TempDir,
+    loops: Vec<(String, LoopDevice)>,
+}
+
+impl GceDisks {
+    /// No disk yet.
+    ///
+    /// # Errors
+    ///
+    /// No temporary directory.
+    pub fn new() -> anyhow::Result<GceDisks> {
+        let dir = tempfile::Builder::new().prefix("gce-disks-").tempdir()?;
+        std::fs::create_dir_all(dir.path().join("by-id"))?;
+        std::fs::create_dir_all(dir.path().join("sys/block"))?;
+        Ok(GceDisks {
+            dir,
+            loops: Vec::new(),
+        })
+    }
+
+    /// The `by-id` directory.
+    pub fn by_id_dir(&self) -> PathBuf {
+        self.dir.path().join("by-id")
+    }
+
+    /// The sysfs root.
+    pub fn sys_dir(&self) -> PathBuf {
+        self.dir.path().join("sys")
+    }
+
+    /// Attach `image` as the disk `device_name` (`read_only`: the loop device refuses writes,
+    /// as a READ_ONLY attachment does). Returns the loop device.
+    ///
+    /// # Errors
+    ///
+    /// `losetup` failed, or the links and files cannot be written.
+    pub fn attach(
+        &mut self,
+        device_name: &str,
+        image: &Path,
+        read_only: bool,
+    ) -> anyhow::Result<PathBuf> {
+        let lo = LoopDevice::attach(image, 0, None, read_only)?;
+        let dev = lo.path().to_path_buf();
+        let kname = dev
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("loop device without a name")?
+            .to_owned();
+        let link = self.by_id_dir().join(format!("google-{device_name}"));
+        std::os::unix::fs::symlink(&dev, &link)
+            .with_context(|| format!("cannot link '{}'", link.display()))?;
+        let block = self.sys_dir().join("block").join(&kname);
+        std::fs::create_dir_all(block.join("device"))?;
+        std::fs::write(block.join("device/vpd_pg80"), vpd_pg80(device_name))?;
+        std::fs::write(block.join("device/vendor"), "Google  \n")?;
+        std::fs::write(block.join("device/model"), "PersistentDisk  \n")?;
+        std::fs::write(block.join("ro"), if read_only { "1\n" } else { "0\n" })?;
+        let size = std::fs::metadata(image)?.len();
+        std::fs::write(block.join("size"), format!("{}\n", size / 512))?;
+        self.loops.push((device_name.to_owned(), lo));
+        Ok(dev)
+    }
+
+    /// Make the `google-<device_name>` link stale: it points at another disk's device, as after
+    /// a detach and re-attach that udev missed.
+    ///
+    /// # Errors
+    ///
+    /// Unknown disks, or the link cannot be replaced.
+    pub fn make_stale(&self, device_name: &str, points_at: &str) -> anyhow::Result<()> {
+        let other = self
+            .loops
+            .iter()
+            .find(|(n, _)| n == points_at)
+            .context("no such disk")?;
+        let link = self.by_id_dir().join(format!("google-{device_name}"));
+        std::fs::remove_file(&link)?;
+        std::os::unix::fs::symlink(other.1.path(), &link)?;
+        Ok(())
+    }
+}
+
+/// SCSI VPD page 0x80 (unit serial number) holding `serial`, as sysfs shows it.
+fn vpd_pg80(serial: &str) -> Vec<u8> {
+    let len = u16::try_from(serial.len()).unwrap_or(u16::MAX);
+    let mut page = vec![0u8, 0x80];
+    page.extend_from_slice(&len.to_be_bytes());
+    page.extend_from_slice(serial.as_bytes());
+    page
+}

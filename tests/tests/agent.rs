@@ -1,0 +1,702 @@
+//! `snapscan agent` end to end, as root: the real binary against the fake metadata server
+//! (`snapscan_tests::gce_metadata`), the fake QFlow receiver, and fixture images attached as
+//! GCE-style disks (`snapscan_tests::gce`: real read-only loop devices behind `google-<name>`
+//! links, with the device name as SCSI serial). systemd's notify socket is a real datagram
+//! socket of the test. Jobs are followed in their journals (`<state>/jobs/<id>/job.json`) and in
+//! the guest attributes the agent writes.
+
+use std::collections::BTreeMap;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use snapscan_tests::gce::GceDisks;
+use snapscan_tests::gce_metadata::{Disk, FakeMetadata};
+use snapscan_tests::images::{self, is_root};
+use snapscan_tests::qflow::{FakeQflow, Fault, Options};
+
+const TOKEN: &str = "agent-test-token";
+
+/// One agent under test with its fakes and directories.
+struct Harness {
+    dir: tempfile::TempDir,
+    md: FakeMetadata,
+    qflow_port: u16,
+    disks: GceDisks,
+    agent: Option<Child>,
+    notes: Arc<Mutex<Vec<String>>>,
+    extra_config: String,
+}
+
+impl Harness {
+    /// Fakes up, no disk attached, agent not started. `extra_config` is appended to the config
+    /// (its own tables only: `[agent]`, `[status]`... are written here).
+    fn new(qflow_port: u16, extra_config: &str) -> Harness {
+        let md = FakeMetadata::start();
+        md.set_disks(vec![Disk::boot("persistent-disk-0")]);
+        Harness {
+            dir: tempfile::tempdir().expect("tempdir"),
+            md,
+            qflow_port,
+            disks: GceDisks::new().expect("gce disks"),
+            agent: None,
+            notes: Arc::default(),
+            extra_config: extra_config.to_owned(),
+        }
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("agent.log")
+    }
+
+    fn config(&self, metadata_url: &str) -> PathBuf {
+        let path = self.dir.path().join("agent.toml");
+        let text = format!(
+            r#"[agent]
+state_dir = "{state}"
+by_id_dir = "{by_id}"
+sys_dir = "{sys}"
+device_wait_secs = 10
+upload_retry_secs = 3
+stop_timeout_secs = 10
+max_concurrent_jobs = 2
+log = "snapscan=debug,info"
+{agent_extra}
+[metadata]
+url = "{metadata_url}"
+watch_timeout_secs = 5
+initial_backoff_ms = 100
+max_backoff_ms = 1000
+
+[scan]
+work_dir = "{work}"
+{scan_extra}
+[upload]
+sink = "qflow"
+
+[upload.qflow]
+url = "http://127.0.0.1:{port}/qflow/snapshot/v1/upload"
+token_env = "QFLOW_TOKEN"
+request_timeout_secs = 5
+
+[upload.qflow.retry]
+max_attempts = 2
+initial_backoff_ms = 100
+max_backoff_ms = 300
+{extra}"#,
+            state = self.state().display(),
+            by_id = self.disks.by_id_dir().display(),
+            sys = self.disks.sys_dir().display(),
+            work = self.work().display(),
+            port = self.qflow_port,
+            agent_extra = section(&self.extra_config, "agent"),
+            scan_extra = section(&self.extra_config, "scan"),
+            extra = rest(&self.extra_config),
+        );
+        std::fs::write(&path, text).expect("config");
+        path
+    }
+
+    /// Start the agent against `metadata_url` (default: the fake's).
+    fn start(&mut self) {
+        self.start_with(&self.md.url());
+    }
+
+    fn start_with(&mut self, metadata_url: &str) {
+        let config = self.config(metadata_url);
+        let socket_path = self.dir.path().join("notify.sock");
+        let _ = std::fs::remove_file(&socket_path);
+        let socket = UnixDatagram::bind(&socket_path).expect("notify socket");
+        let notes = Arc::clone(&self.notes);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                let text = String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned();
+                notes.lock().expect("notes").push(text);
+            }
+        });
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .expect("log");
+        let child = Command::new(snapscan_tests::snapscan_bin())
+            .arg("agent")
+            .arg("--config")
+            .arg(&config)
+            .env("QFLOW_TOKEN", TOKEN)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env_remove("RUST_LOG")
+            .env_remove("GCE_METADATA_HOST")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn the agent");
+        self.agent = Some(child);
+    }
+
+    fn pid(&self) -> nix::unistd::Pid {
+        let id = self.agent.as_ref().expect("agent running").id();
+        nix::unistd::Pid::from_raw(i32::try_from(id).expect("pid"))
+    }
+
+    /// Send `signal` and wait for the exit; returns the exit code (None: killed by a signal).
+    fn stop(&mut self, signal: nix::sys::signal::Signal) -> Option<i32> {
+        nix::sys::signal::kill(self.pid(), signal).expect("signal the agent");
+        let mut child = self.agent.take().expect("agent running");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not stop\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.lock().expect("notes").clone()
+    }
+
+    /// Attach fixture `fixture` as `device_name` and list it in `instance/disks/`.
+    fn attach(&mut self, device_name: &str, fixture: &str, mode: &str) {
+        let image = images::image(fixture).expect("fixture");
+        self.disks
+            .attach(device_name, &image, mode == "READ_ONLY")
+            .expect("attach");
+        let mut disks = self.md.disks();
+        let index = u32::try_from(disks.len()).expect("index");
+        disks.push(if mode == "READ_ONLY" {
+            Disk::read_only(device_name, index)
+        } else {
+            Disk::read_write(device_name, index)
+        });
+        self.md.set_disks(disks);
+    }
+
+    fn assign(&self, entries: &Value) {
+        self.md
+            .set_attribute("snapscan-assignments", &entries.to_string());
+    }
+
+    fn journal(&self, id: &str) -> Option<Value> {
+        let bytes = std::fs::read(self.state().join("jobs").join(id).join("job.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn job_state(&self, id: &str) -> String {
+        self.journal(id)
+            .and_then(|j| j["state"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// Wait until `cond` holds, at most `secs`; the agent's log is in the panic message.
+    fn wait(&self, what: &str, secs: u64, cond: impl Fn(&Harness) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !cond(self) {
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}\n--- agent log ---\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_job(&self, id: &str, state: &str, secs: u64) {
+        self.wait(&format!("job {id} {state}"), secs, |h| {
+            h.job_state(id) == state
+        });
+    }
+
+    fn guest(&self, key: &str) -> Value {
+        self.md
+            .guest_attribute("snapscan", key)
+            .and_then(|v| serde_json::from_str(&v).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    /// Mounts left under the work directory.
+    fn mounts(&self) -> Vec<String> {
+        let work = self.work().to_string_lossy().into_owned();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .expect("mountinfo")
+            .lines()
+            .filter(|l| l.contains(&work))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Unmount what a killed agent left, so the loop devices can go.
+        for m in self.mounts() {
+            if let Some(point) = m.split(' ').nth(4) {
+                let _ = Command::new("umount").arg("-l").arg(point).status();
+            }
+        }
+    }
+}
+
+/// The lines of `extra` under `[table]` (without the header), for merging into that table.
+fn section(extra: &str, table: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in extra.lines() {
+        if line.trim_start().starts_with('[') {
+            inside = line.trim() == format!("[{table}]");
+            continue;
+        }
+        if inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The tables of `extra` other than `[agent]` and `[scan]`.
+fn rest(extra: &str) -> String {
+    let mut out = String::new();
+    let mut keep = true;
+    for line in extra.lines() {
+        if line.trim_start().starts_with('[') {
+            keep = !matches!(line.trim(), "[agent]" | "[scan]");
+        }
+        if keep {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn assignment(id: &str, device: &str) -> Value {
+    json!({"id": id, "device_name": device, "snapshot": format!("snap-{id}"),
+           "source_instance": "vm-1", "source_project": "prod-project",
+           "labels": {"team": "sec"}})
+}
+
+fn receiver() -> (FakeQflow, u16) {
+    let q = FakeQflow::start(TOKEN);
+    let port = q.addr().port();
+    (q, port)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Stored uploads per job id.
+fn stored_by_job(q: &FakeQflow) -> BTreeMap<String, usize> {
+    let mut by = BTreeMap::new();
+    for s in q.stored() {
+        let job = s.fields.get("job_id").cloned().unwrap_or_default();
+        *by.entry(job).or_insert(0) += 1;
+    }
+    by
+}
+
+macro_rules! needs_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: needs root (loop devices, mounts)");
+            return;
+        }
+    };
+}
+
+#[test]
+fn assigned_disks_are_scanned_uploaded_and_reported() {
+    needs_root!();
+    let (q, port) = receiver();
+    let mut h = Harness::new(port, "");
+    h.attach("disk-a", "debian-ext4-gpt", "READ_ONLY");
+    h.attach("disk-b", "debian-xfs-mbr", "READ_ONLY");
+    h.attach("decoy-rw", "debian-ext4-gpt", "READ_WRITE");
+    // disk-a's udev link is stale (it points at disk-b): the serial check must catch it.
+    h.disks.make_stale("disk-a", "disk-b").expect("stale link");
+    let image_a = images::image("debian-ext4-gpt").expect("fixture");
+    let before = snapscan_tests::expect::sha256_file(&image_a);
+    h.start();
+    h.wait("READY=1", 30, |h| {
+        h.notes().iter().any(|n| n.contains("READY=1"))
+    });
+    h.assign(&json!([
+        assignment("job-a", "disk-a"),
+        assignment("job-b", "disk-b"),
+        assignment("job-rw", "decoy-rw"),
+        {"id": "job-bad", "device_name": "disk-x"},
+        "not an object",
+    ]));
+    h.wait_job("job-a", "done", 120);
+    h.wait_job("job-b", "done", 120);
+    h.wait_job("job-rw", "failed", 30);
+
+    // Uploaded once each, with the assignment's identity in the fields.
+    let stored = q.stored();
+    assert_eq!(stored_by_job(&q).get("job-a"), Some(&1), "{stored:#?}");
+    assert_eq!(stored_by_job(&q).get("job-b"), Some(&1));
+    let a = stored
+        .iter()
+        .find(|s| s.fields.get("job_id").map(String::as_str) == Some("job-a"))
+        .expect("job-a upload");
+    assert_eq!(
+        a.fields.get("snapshot_name").map(String::as_str),
+        Some("snap-job-a")
+    );
+    assert_eq!(
+        a.fields.get("device_name").map(String::as_str),
+        Some("disk-a")
+    );
+    assert_eq!(a.fields.get("label_team").map(String::as_str), Some("sec"));
+    assert_eq!(
+        a.fields.get("source_project").map(String::as_str),
+        Some("prod-project")
+    );
+    assert_eq!(a.fields.get("os_id").map(String::as_str), Some("debian"));
+    let sbom: Value =
+        serde_json::from_slice(&std::fs::read(&a.path).expect("stored file")).expect("SBOM JSON");
+    assert_eq!(sbom["components"].as_array().map(Vec::len), Some(88));
+    let ja = h.journal("job-a").expect("journal");
+    assert_eq!(ja["packages"], 88);
+    assert!(ja["device"]
+        .as_str()
+        .is_some_and(|d| d.starts_with("/dev/loop")));
+    // The QFlow sink acknowledged the SBOM: deleted locally; report.json stays.
+    let results = h.state().join("jobs/job-a/results");
+    assert!(results.join("report.json").exists());
+    assert!(!results.join("snap-job-a.cdx.json").exists());
+    let states: Vec<&str> = ja["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|t| t["state"].as_str())
+        .collect();
+    assert_eq!(
+        states,
+        ["assigned", "resolved", "opened", "detected", "scanned", "uploaded", "done"]
+    );
+
+    // The READ_WRITE decoy was refused without being opened; the bad entries are reported.
+    let jrw = h.journal("job-rw").expect("journal");
+    assert!(
+        jrw["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("READ_WRITE")),
+        "{jrw}"
+    );
+    assert!(jrw["device"].is_null(), "the decoy was never resolved");
+
+    // Guest attributes reach the final states, within the documented write rate.
+    h.wait("guest attributes", 120, |h| {
+        h.guest("job-a")["state"] == "done"
+            && h.guest("job-b")["state"] == "done"
+            && h.guest("job-rw")["state"] == "failed"
+            && h.guest("agent")["done"] == 2
+    });
+    let agent = h.guest("agent");
+    assert_eq!(agent["errors"].as_array().map(Vec::len), Some(2), "{agent}");
+    assert_eq!(h.guest("job-a")["os"], "Debian GNU/Linux 12 (bookworm)");
+    assert_eq!(h.guest("job-a")["result"]["packages"], 88);
+    let worst = h.md.max_writes_in_any_window(Duration::from_secs(60));
+    assert!(worst <= 10, "{worst} guest-attribute writes in one minute");
+
+    // SIGTERM: clean stop, nothing mounted, systemd told.
+    assert_eq!(h.stop(nix::sys::signal::Signal::SIGTERM), Some(0));
+    assert!(h.mounts().is_empty(), "{:?}", h.mounts());
+    let notes = h.notes().join("\n");
+    assert!(notes.contains("STOPPING=1"), "{notes}");
+    assert!(notes.contains("STATUS="), "{notes}");
+    assert_eq!(snapscan_tests::expect::sha256_file(&image_a), before);
+    // The watch hung on the server instead of polling.
+    let watches =
+        h.md.requests()
+            .iter()
+            .filter(|r| r.path_and_query.contains("wait_for_change=true"))
+            .count();
+    assert!(watches >= 2, "no watch requests");
+    assert!(h
+        .md
+        .requests()
+        .iter()
+        .filter(|r| r.path_and_query.contains("wait_for_change=true"))
+        .all(|r| r.path_and_query.contains("last_etag=")));
+}
+
+#[test]
+fn metadata_server_away_at_start_then_flaky() {
+    needs_root!();
+    let (q, port) = receiver();
+    // The poweroff command of a one-off VM, made harmless.
+    let marks = tempfile::tempdir().expect("tempdir");
+    let marker = marks.path().join("powered-off");
+    let mut h = Harness::new(
+        port,
+        &format!(
+            "[agent]\nidle_action = \"poweroff\"\nidle_grace_secs = 2\npoweroff_command = [\"touch\", \"{}\"]\n",
+            marker.display()
+        ),
+    );
+    h.attach("disk-a", "debian-ext4-gpt", "READ_ONLY");
+    let port_md = free_port();
+    h.start_with(&format!("http://127.0.0.1:{port_md}"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        h.agent
+            .as_mut()
+            .expect("agent")
+            .try_wait()
+            .expect("wait")
+            .is_none(),
+        "the agent exited while the metadata server was away\n{}",
+        h.log_text()
+    );
+    assert!(
+        !h.notes().iter().any(|n| n.contains("READY=1")),
+        "READY before identity"
+    );
+    // The server comes up on that port, answers 503 in bursts, and has guest attributes off.
+    let md = FakeMetadata::start_on(([127, 0, 0, 1], port_md).into()).expect("metadata up");
+    md.set_disks(h.md.disks());
+    md.set_guest_attributes_enabled(false);
+    md.fail_next(5, 503);
+    h.md = md;
+    h.wait("READY=1", 30, |h| {
+        h.notes().iter().any(|n| n.contains("READY=1"))
+    });
+    h.md.fail_next(3, 503);
+    h.assign(&json!([assignment("job-a", "disk-a")]));
+    h.wait_job("job-a", "done", 120);
+    assert_eq!(stored_by_job(&q).get("job-a"), Some(&1));
+    assert!(h.log_text().contains("guest attributes are disabled"));
+    // Idle: the one-off VM powers itself off.
+    h.wait("poweroff", 30, |_| marker.exists());
+    assert_eq!(h.stop(nix::sys::signal::Signal::SIGTERM), Some(0));
+}
+
+/// A stand-in external scanner that signals it started and then waits `secs`.
+fn slow_scanner(dir: &Path, secs: u32) -> String {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let script = bin.join("slowscan");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nset -e\nout=$1\ngrep -q '^ID=debian' \"$2/etc/os-release\"\ntouch \"{marker}\"\nsleep {secs} &\nwait\necho result > \"$out/result.txt\"\n",
+            marker = dir.join("started").display()
+        ),
+    )
+    .expect("script");
+    let mut perm = std::fs::metadata(&script).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&script, perm).expect("chmod");
+    format!(
+        "[scan]\nscanner = \"slow\"\nscanner_search_path = [\"{bin}\", \"/usr/bin\", \"/bin\"]\n\
+         [scanner.profiles.slow]\ncommand = [\"slowscan\", \"{{output_dir}}\", \"{{mount}}\"]\n\
+         outputs = [\"result.txt\"]\nkill_grace_secs = 2\n",
+        bin = bin.display()
+    )
+}
+
+/// Live processes whose command line mentions `needle`.
+fn processes(needle: &str) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        if entry.file_name().to_string_lossy().parse::<u32>().is_err() {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z'));
+        if !zombie && String::from_utf8_lossy(&cmdline).contains(needle) {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn withdrawn_assignment_cancels_its_scan() {
+    needs_root!();
+    let (_q, port) = receiver();
+    let tools = tempfile::tempdir().expect("tempdir");
+    let mut h = Harness::new(port, &slow_scanner(tools.path(), 600));
+    h.attach("disk-a", "debian-ext4-gpt", "READ_ONLY");
+    h.start();
+    h.assign(&json!([assignment("job-a", "disk-a")]));
+    h.wait("the scanner to start", 60, |_| {
+        tools.path().join("started").exists()
+    });
+    assert!(!h.mounts().is_empty(), "mounted while scanning");
+    h.assign(&json!([]));
+    h.wait_job("job-a", "cancelled", 30);
+    h.wait("the scanner to end", 10, |_| {
+        processes(&tools.path().display().to_string()) == 0
+    });
+    h.wait("unmounting", 10, |h| h.mounts().is_empty());
+    // Assigned again under the same id: a cancelled job starts over.
+    std::fs::remove_file(tools.path().join("started")).expect("rm");
+    h.assign(&json!([assignment("job-a", "disk-a")]));
+    h.wait("the scanner to start again", 60, |_| {
+        tools.path().join("started").exists()
+    });
+    assert_eq!(h.stop(nix::sys::signal::Signal::SIGTERM), Some(0));
+    assert!(h.mounts().is_empty(), "{:?}", h.mounts());
+    assert_eq!(processes(&tools.path().display().to_string()), 0);
+    // Stopped, not finished: resumed at the next start.
+    assert_eq!(h.job_state("job-a"), "detected");
+}
+
+#[test]
+fn receiver_down_for_a_minute() {
+    needs_root!();
+    let port = free_port();
+    let mut h = Harness::new(port, "");
+    h.attach("disk-a", "debian-ext4-gpt", "READ_ONLY");
+    h.start();
+    h.assign(&json!([assignment("job-a", "disk-a")]));
+    h.wait_job("job-a", "scanned", 60);
+    let down_since = Instant::now();
+    h.wait("a failed upload", 30, |h| {
+        h.journal("job-a")
+            .is_some_and(|j| j["failed_uploads"].as_u64() >= Some(1))
+    });
+    std::thread::sleep(Duration::from_secs(60).saturating_sub(down_since.elapsed()));
+    assert_eq!(
+        h.job_state("job-a"),
+        "scanned",
+        "not done while the receiver is down"
+    );
+    let q = FakeQflow::try_start(
+        TOKEN,
+        Options {
+            port,
+            ..Options::default()
+        },
+    )
+    .expect("receiver up");
+    h.wait_job("job-a", "done", 60);
+    assert_eq!(stored_by_job(&q).get("job-a"), Some(&1));
+    assert_eq!(h.stop(nix::sys::signal::Signal::SIGTERM), Some(0));
+}
+
+#[test]
+fn killed_mid_scan_and_mid_upload_every_job_completes_once() {
+    needs_root!();
+    let (q, port) = receiver();
+    let tools = tempfile::tempdir().expect("tempdir");
+    let mut h = Harness::new(port, &slow_scanner(tools.path(), 3));
+    h.attach("disk-a", "debian-ext4-gpt", "READ_ONLY");
+    h.start();
+    h.assign(&json!([assignment("job-a", "disk-a")]));
+    // Killed mid-scan: the scan is redone from the start after the restart.
+    h.wait("the scanner to start", 60, |_| {
+        tools.path().join("started").exists()
+    });
+    assert_eq!(h.stop(nix::sys::signal::Signal::SIGKILL), None);
+    assert_eq!(h.job_state("job-a"), "detected");
+    // Under systemd the unit's cgroup dies with the agent; here, wait for the orphan.
+    h.wait("the orphaned scanner", 30, |_| {
+        processes(&tools.path().display().to_string()) == 0
+    });
+    // Killed mid-upload: the receiver stores the file but the answer never comes.
+    q.push_fault(Fault::StoreThenHang);
+    h.start();
+    h.wait("the upload to be stored", 90, |_| {
+        stored_by_job(&q).get("job-a") == Some(&1)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(h.job_state("job-a"), "scanned");
+    assert_eq!(h.stop(nix::sys::signal::Signal::SIGKILL), None);
+    // Restart: sent again with the same idempotency key, acknowledged as a duplicate.
+    h.start();
+    h.wait_job("job-a", "done", 60);
+    assert_eq!(
+        stored_by_job(&q).get("job-a"),
+        Some(&1),
+        "stored exactly once"
+    );
+    let j = h.journal("job-a").expect("journal");
+    assert_eq!(j["scan_attempts"], 2);
+    // A restart after done redoes nothing.
+    assert_eq!(h.stop(nix::sys::signal::Signal::SIGTERM), Some(0));
+    h.start();
+    h.wait("READY=1", 30, |h| {
+        h.notes().iter().filter(|n| n.contains("READY=1")).count() >= 4
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(h.journal("job-a").expect("journal"), j);
+    assert_eq!(stored_by_job(&q).get("job-a"), Some(&1));
+    assert_eq!(h.stop(nix::sys::signal::Signal::SIGTERM), Some(0));
+    assert!(h.mounts().is_empty(), "{:?}", h.mounts());
+}
+
+#[test]
+fn config_check_and_bad_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[upload.qflow]\nurl = \"https://u:hunter2@qflow.example/up\"\n[agent]\nidle_action = \"poweroff\"\n",
+    )
+    .expect("write");
+    let out = Command::new(snapscan_tests::snapscan_bin())
+        .args(["config", "check", "--config"])
+        .arg(&good)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("idle_action = \"poweroff\"") && !text.contains("hunter2"),
+        "{text}"
+    );
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[agent]\nstate_dir = \"relative\"\n").expect("write");
+    for sub in [&["config", "check"][..], &["agent"][..]] {
+        let out = Command::new(snapscan_tests::snapscan_bin())
+            .args(sub)
+            .arg("--config")
+            .arg(&bad)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{sub:?}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("state_dir"),
+            "{out:?}"
+        );
+    }
+}
