@@ -36,6 +36,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 else
     echo "all present"
 fi
+# Node.js and npm run Google's own metadata client against the fake metadata server. Whatever
+# Node.js the machine has will do (Debian 12's is enough): install Debian's only if none.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "installing: nodejs npm"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -11,8 +11,8 @@
 //! - values: `instance/{id,name,zone,hostname}`, `project/{project-id,numeric-project-id}`,
 //!   `instance/attributes/KEY`, `instance/disks/N/{device-name,index,interface,mode,type}`;
 //!   a path ending in `/` is a listing (one entry a line, directories with `/`), or with
-//!   `?recursive=true` JSON with camelCase keys; `?alt=json` JSON-encodes a single value;
-//!   anything else is `404`;
+//!   `?recursive=true` JSON with camelCase keys; a directory without its `/` is a `301` to it;
+//!   `?alt=json` JSON-encodes a single value; anything else is `404`;
 //! - `?wait_for_change=true&last_etag=E&timeout_sec=N` answers at once when the ETag differs
 //!   from `E` (`0` always does), else hangs until the value changes or `N` seconds pass, then
 //!   answers the unchanged value with the same ETag; on a bare listing it is a `400`;
@@ -492,6 +492,15 @@ async fn route(
         let Some(text) = render(&shared.lock(), rel, recursive, alt_json) else {
             return answer(404, "not found\n", false);
         };
+        if !rel.ends_with('/') && !rel.is_empty() && is_directory(&shared.lock(), rel) {
+            // As the real server: a directory without its slash is a redirect to it.
+            let mut moved = answer(301, "", false);
+            let location = format!("{PREFIX}{rel}/{}", query_string(query));
+            if let Ok(v) = location.parse() {
+                moved.headers_mut().insert("Location", v);
+            }
+            return moved;
+        }
         if !wait || etag_of(text.as_bytes()) != last {
             return answer(200, text, true);
         }
@@ -502,6 +511,20 @@ async fn route(
             () = tokio::time::sleep_until(deadline) => return answer(200, text, true),
         }
     }
+}
+
+/// Whether `rel` (without its slash) names a directory.
+fn is_directory(s: &State, rel: &str) -> bool {
+    render(s, &format!("{rel}/"), false, false).is_some()
+}
+
+/// `?k=v&...` of a parsed query, or nothing.
+fn query_string(query: &BTreeMap<String, String>) -> String {
+    if query.is_empty() {
+        return String::new();
+    }
+    let pairs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("?{}", pairs.join("&"))
 }
 
 /// The text of a path, or `None` (404).
@@ -520,8 +543,7 @@ fn render(s: &State, rel: &str, recursive: bool, alt_json: bool) -> Option<Strin
         };
     }
     let is_dir = matches!(node, Value::Object(_) | Value::Array(_));
-    if is_dir != rel.ends_with('/') && !rel.is_empty() {
-        // `instance` without a slash, or a value with one.
+    if !is_dir && rel.ends_with('/') {
         return None;
     }
     if is_dir {
