@@ -24,13 +24,12 @@
 //! It does not serve service-account tokens, identity tokens, project attributes merged into
 //! instance ones, or anything not listed above.
 
+use crate::server::Background;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -189,10 +188,8 @@ impl Shared {
 
 /// A running fake metadata server; dropping it stops it and drops its open connections.
 pub struct FakeMetadata {
-    addr: SocketAddr,
+    server: Background,
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl FakeMetadata {
@@ -210,17 +207,6 @@ impl FakeMetadata {
     /// # Errors
     /// The address cannot be bound.
     pub fn start_on(addr: SocketAddr) -> anyhow::Result<FakeMetadata> {
-        // std sets SO_REUSEADDR on Unix: re-binding right after a stop works.
-        let listener = std::net::TcpListener::bind(addr)
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("fake-metadata")
-            .enable_all()
-            .build()
-            .context("cannot build the fake metadata runtime")?;
         let (changed, _) = tokio::sync::watch::channel(0);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -229,42 +215,26 @@ impl FakeMetadata {
             }),
             changed,
         });
-        let (stop, stopped) = tokio::sync::oneshot::channel();
         let served = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("fake-metadata".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => serve(l, served, stopped).await,
-                        Err(e) => eprintln!("fake metadata: cannot use the listener: {e}"),
-                    }
-                });
-                // Hanging watches never end by themselves: drop them.
-                runtime.shutdown_timeout(Duration::from_millis(200));
-            })
-            .context("cannot spawn the fake metadata thread")?;
-        Ok(FakeMetadata {
-            addr,
-            shared,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
+        let server = Background::start(addr, "fake-metadata", move |listener, stop| {
+            serve(listener, served, stop)
+        })?;
+        Ok(FakeMetadata { server, shared })
     }
 
     /// The listening address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// `127.0.0.1:PORT`: the value of `GCE_METADATA_HOST`.
     pub fn host(&self) -> String {
-        self.addr.to_string()
+        self.server.addr().to_string()
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 
     /// Replace the identity.
@@ -340,18 +310,7 @@ impl FakeMetadata {
 
     /// Stop serving and drop open connections (hanging watches included).
     pub fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for FakeMetadata {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.server.shutdown();
     }
 }
 

@@ -9,6 +9,7 @@ pub mod gce_metadata;
 pub mod hive;
 pub mod images;
 pub mod qflow;
+pub mod server;
 pub mod windows;
 
 use std::path::PathBuf;
@@ -61,4 +62,28 @@ pub fn snapscan_bin() -> PathBuf {
         bin
     })
     .clone()
+}
+
+/// Pids of the live (not zombie) processes whose command line mentions `needle`: the test's
+/// way to see that a scanner it started through snapscan is gone.
+pub fn processes_mentioning(needle: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z'));
+        if !zombie && String::from_utf8_lossy(&cmdline).contains(needle) {
+            pids.push(pid);
+        }
+    }
+    pids
 }

@@ -25,6 +25,7 @@
 //! It does not do TLS, HTTP/2, keep anything across restarts, limit sizes, or check anything a
 //! test does not need (content types of parts, field names other than the ones above).
 
+use crate::server::Background;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -32,7 +33,6 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -145,10 +145,8 @@ impl Default for Options {
 
 /// A running fake QFlow receiver. Dropping it stops the server and deletes its files.
 pub struct FakeQflow {
-    addr: SocketAddr,
+    server: Background,
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl FakeQflow {
@@ -173,57 +171,29 @@ impl FakeQflow {
             std::fs::create_dir(&path)
                 .with_context(|| format!("failed to create '{}'", path.display()))?;
         }
-        let listener = std::net::TcpListener::bind(("127.0.0.1", options.port))
-            .with_context(|| format!("failed to listen on 127.0.0.1:{}", options.port))?;
-        listener
-            .set_nonblocking(true)
-            .context("failed to make the listener non-blocking")?;
-        let addr = listener
-            .local_addr()
-            .context("failed to read the listener address")?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("fake-qflow")
-            .enable_all()
-            .build()
-            .context("failed to build the fake qflow runtime")?;
         let shared = Arc::new(Shared {
             token: token.to_owned(),
             dir,
             keep_files: options.keep_files,
             state: Mutex::new(State::default()),
         });
-        let (stop, stopped) = tokio::sync::oneshot::channel();
         let served = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("fake-qflow".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    match tokio::net::TcpListener::from_std(listener) {
-                        Ok(listener) => serve(listener, served, stopped).await,
-                        Err(e) => eprintln!("fake qflow: cannot use the listener: {e}"),
-                    }
-                });
-                // Hung requests never end by themselves.
-                runtime.shutdown_timeout(Duration::from_secs(1));
-            })
-            .context("failed to spawn the fake qflow thread")?;
-        Ok(FakeQflow {
-            addr,
-            shared,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
+        let server = Background::start(
+            SocketAddr::from(([127, 0, 0, 1], options.port)),
+            "fake-qflow",
+            move |listener, stop| serve(listener, served, stop),
+        )?;
+        Ok(FakeQflow { server, shared })
     }
 
     /// The single-upload URL, `http://127.0.0.1:PORT/qflow/snapshot/v1/upload`.
     pub fn url(&self) -> String {
-        format!("http://{}{UPLOAD_PATH}", self.addr)
+        format!("http://{}{UPLOAD_PATH}", self.server.addr())
     }
 
     /// The address the receiver listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// The files stored so far, oldest first.
@@ -248,21 +218,7 @@ impl FakeQflow {
 
     /// Stops serving: open connections are dropped. Also done on drop; calling it twice is fine.
     pub fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            // An error means the server already stopped.
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                eprintln!("fake qflow: the server thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for FakeQflow {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.server.shutdown();
     }
 }
 

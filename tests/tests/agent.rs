@@ -131,12 +131,18 @@ max_backoff_ms = 300
             .append(true)
             .open(self.log())
             .expect("log");
-        let child = Command::new(snapscan_tests::snapscan_bin())
+        // Through `exec` so that WATCHDOG_PID is the agent's own pid, as systemd sets it.
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
+            .arg(snapscan_tests::snapscan_bin())
             .arg("agent")
             .arg("--config")
             .arg(&config)
             .env("QFLOW_TOKEN", TOKEN)
             .env("NOTIFY_SOCKET", &socket_path)
+            // As systemd sets it for WatchdogSec=2: a ping every second.
+            .env("WATCHDOG_USEC", "2000000")
             .env_remove("RUST_LOG")
             .env_remove("GCE_METADATA_HOST")
             .stdin(Stdio::null())
@@ -437,6 +443,7 @@ fn assigned_disks_are_scanned_uploaded_and_reported() {
     let notes = h.notes().join("\n");
     assert!(notes.contains("STOPPING=1"), "{notes}");
     assert!(notes.contains("STATUS="), "{notes}");
+    assert!(notes.matches("WATCHDOG=1").count() >= 2, "{notes}");
     assert_eq!(snapscan_tests::expect::sha256_file(&image_a), before);
     // The watch hung on the server instead of polling.
     let watches =
@@ -528,24 +535,9 @@ fn slow_scanner(dir: &Path, secs: u32) -> String {
     )
 }
 
-/// Live processes whose command line mentions `needle`.
-fn processes(needle: &str) -> usize {
-    let mut n = 0;
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        if entry.file_name().to_string_lossy().parse::<u32>().is_err() {
-            continue;
-        }
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let zombie = stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|s| s.trim_start().starts_with('Z'));
-        if !zombie && String::from_utf8_lossy(&cmdline).contains(needle) {
-            n += 1;
-        }
-    }
-    n
+/// How many live processes mention `dir` (the stand-in scanner's directory).
+fn processes(dir: &Path) -> usize {
+    snapscan_tests::processes_mentioning(&dir.to_string_lossy()).len()
 }
 
 #[test]
@@ -563,9 +555,7 @@ fn withdrawn_assignment_cancels_its_scan() {
     assert!(!h.mounts().is_empty(), "mounted while scanning");
     h.assign(&json!([]));
     h.wait_job("job-a", "cancelled", 30);
-    h.wait("the scanner to end", 10, |_| {
-        processes(&tools.path().display().to_string()) == 0
-    });
+    h.wait("the scanner to end", 10, |_| processes(tools.path()) == 0);
     h.wait("unmounting", 10, |h| h.mounts().is_empty());
     // Assigned again under the same id: a cancelled job starts over.
     std::fs::remove_file(tools.path().join("started")).expect("rm");
@@ -575,7 +565,7 @@ fn withdrawn_assignment_cancels_its_scan() {
     });
     assert_eq!(h.stop(nix::sys::signal::Signal::SIGTERM), Some(0));
     assert!(h.mounts().is_empty(), "{:?}", h.mounts());
-    assert_eq!(processes(&tools.path().display().to_string()), 0);
+    assert_eq!(processes(tools.path()), 0);
     // Stopped, not finished: resumed at the next start.
     assert_eq!(h.job_state("job-a"), "detected");
 }
@@ -629,9 +619,7 @@ fn killed_mid_scan_and_mid_upload_every_job_completes_once() {
     assert_eq!(h.stop(nix::sys::signal::Signal::SIGKILL), None);
     assert_eq!(h.job_state("job-a"), "detected");
     // Under systemd the unit's cgroup dies with the agent; here, wait for the orphan.
-    h.wait("the orphaned scanner", 30, |_| {
-        processes(&tools.path().display().to_string()) == 0
-    });
+    h.wait("the orphaned scanner", 30, |_| processes(tools.path()) == 0);
     // Killed mid-upload: the receiver stores the file but the answer never comes.
     q.push_fault(Fault::StoreThenHang);
     h.start();

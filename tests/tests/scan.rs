@@ -468,23 +468,7 @@ fn wait_for(path: &Path) {
 
 /// Pids of live processes whose command line mentions `dir`.
 fn processes_under(dir: &Path) -> Vec<i32> {
-    let needle = dir.to_string_lossy().into_owned();
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let zombie = stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|s| s.trim_start().starts_with('Z'));
-        if !zombie && String::from_utf8_lossy(&cmdline).contains(&needle) {
-            pids.push(pid);
-        }
-    }
-    pids
+    snapscan_tests::processes_mentioning(&dir.to_string_lossy())
 }
 
 fn no_process_runs(dir: &Path) -> bool {

@@ -295,6 +295,7 @@ impl Agent {
         let mut watchdog =
             tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
         let mut idle_timer: Option<Instant> = None;
+        let mut shown = String::new();
         loop {
             tokio::select! {
                 () = self.stop.cancelled() => return Ok(()),
@@ -314,7 +315,10 @@ impl Agent {
                 () = sleep_until(idle_timer), if idle_timer.is_some() => self.power_off().await,
             }
             let line = self.summary_line();
-            notifier.status(&line);
+            if line != shown {
+                notifier.status(&line);
+                shown = line;
+            }
             idle_timer = self.idle_deadline();
         }
     }

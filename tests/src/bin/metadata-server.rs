@@ -6,7 +6,6 @@
 //! `--log-requests`, each request answered is printed on stderr (`METHOD PATH STATUS`).
 
 use std::io::{BufRead, Write};
-use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use snapscan_tests::gce_metadata::{Disk, FakeMetadata};
@@ -14,17 +13,7 @@ use snapscan_tests::gce_metadata::{Disk, FakeMetadata};
 const USAGE: &str =
     "usage: metadata-server [--port PORT] [--disk NAME:ro|rw]... [--attribute KEY=VALUE]...";
 
-fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let mut port = 0u16;
     let mut disks = vec![Disk::boot("persistent-disk-0")];
     let mut attributes = Vec::new();
