@@ -34,7 +34,8 @@ loop=
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    [ -z "$loop" ] || losetup -d "$loop" 2>/dev/null || true
+    # snapscan set the device read-only (BLKROSET); on a loop device that outlives the binding.
+    [ -z "$loop" ] || { blockdev --setrw "$loop"; losetup -d "$loop"; } 2>/dev/null || true
     rm -rf "$tmp"
 }
 trap cleanup EXIT

@@ -28,7 +28,7 @@ sgdisk -q -a 1 -n 1:34:60 -n 2:61:100 "$seeds/gpt.img" >/dev/null
 truncate -s 64K "$seeds/mbr.img"
 printf 'label: dos\n1,20,c\n30,90,5\n31,20,83\n60,20,83\n' | sfdisk -q "$seeds/mbr.img" >/dev/null
 
-targets=(partition_table probe ext4_rootfs ntfs_rootfs rpm_header lvm)
+targets=(partition_table probe ext4_rootfs ntfs_rootfs rpm_header lvm metadata_inputs)
 for t in "${targets[@]}"; do mkdir -p "corpus/$t"; done
 cp "$seeds/gpt.img" "$seeds/mbr.img" corpus/partition_table/
 cp "$seeds/ext4.img" corpus/probe/
@@ -37,6 +37,12 @@ cp "$seeds/ext4.img" corpus/ext4_rootfs/
 cp "$seeds/ntfs.img" corpus/ntfs_rootfs/
 # LVM text metadata; the label and area formats are found by the fuzzer from the unit tests' shapes.
 printf 'vg0 {\nid = "x"\nseqno = 1\nextent_size = 8192\nlogical_volumes {\nroot {\nsegment_count = 1\nsegment1 {\nstart_extent = 0\nextent_count = 1\ntype = "striped"\nstripes = ["pv0", 0]\n}\n}\n}\n}\n' >corpus/lvm/text
+
+# An assignment list and a disk list, as the metadata server gives them.
+printf '[{"id":"a1","device_name":"disk-a","snapshot":"s","labels":{"k":"v"}},{"id":"a2"}]' \
+    >corpus/metadata_inputs/assignments
+printf '[{"deviceName":"disk-a","index":1,"mode":"READ_ONLY","type":"PERSISTENT"}]' \
+    >corpus/metadata_inputs/disks
 
 # Inputs that once crashed a target run first, as regression tests.
 for t in regressions/*/; do

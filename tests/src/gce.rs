@@ -14,7 +14,7 @@ use anyhow::Context;
 
 use crate::images::guard::LoopDevice;
 
-/// A set of attached disks; detached on drop.
+/// A set of attached disks; detached on drop (their read-only flag cleared first).
 pub struct GceDisks {
     dir: tempfile::TempDir,
     loops: Vec<(String, LoopDevice)>,
@@ -96,6 +96,19 @@ impl GceDisks {
         std::fs::remove_file(&link)?;
         std::os::unix::fs::symlink(other.1.path(), &link)?;
         Ok(())
+    }
+}
+
+impl Drop for GceDisks {
+    /// The agent sets each disk read-only (`BLKROSET`), and on a loop device that flag outlives
+    /// the binding: clear it before the devices are detached and reused by other tests.
+    fn drop(&mut self) {
+        for (_, lo) in &self.loops {
+            let _ = crate::images::cmd::tool("blockdev")
+                .arg("--setrw")
+                .arg(lo.path())
+                .status();
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! the guest attributes the agent writes.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt as _;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,6 +30,9 @@ struct Harness {
     agent: Option<Child>,
     notes: Arc<Mutex<Vec<String>>>,
     extra_config: String,
+    /// A directory standing in for `/run/systemd` (with `journal/socket`), if the agent should
+    /// log to a journal.
+    journald: Option<PathBuf>,
 }
 
 impl Harness {
@@ -45,6 +49,7 @@ impl Harness {
             agent: None,
             notes: Arc::default(),
             extra_config: extra_config.to_owned(),
+            journald: None,
         }
     }
 
@@ -131,8 +136,22 @@ max_backoff_ms = 300
             .append(true)
             .open(self.log())
             .expect("log");
-        // Through `exec` so that WATCHDOG_PID is the agent's own pid, as systemd sets it.
-        let child = Command::new("sh")
+        // Through `exec` so that WATCHDOG_PID is the agent's own pid, as systemd sets it. With
+        // a journal stand-in: in a mount namespace of its own where it is /run/systemd, with
+        // stderr named by JOURNAL_STREAM as systemd names it.
+        let mut cmd = match &self.journald {
+            None => Command::new("sh"),
+            Some(run_systemd) => {
+                let meta = log.metadata().expect("log metadata");
+                let mut c = Command::new("unshare");
+                c.args(["--mount", "--propagation", "private", "sh", "-c"])
+                    .arg("mount --bind \"$0\" /run/systemd && exec sh \"$@\"")
+                    .arg(run_systemd)
+                    .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+                c
+            }
+        };
+        let child = cmd
             .arg("-c")
             .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
             .arg(snapscan_tests::snapscan_bin())
@@ -650,6 +669,90 @@ fn killed_mid_scan_and_mid_upload_every_job_completes_once() {
     assert_eq!(stored_by_job(&q).get("job-a"), Some(&1));
     assert_eq!(h.stop(nix::sys::signal::Signal::SIGTERM), Some(0));
     assert!(h.mounts().is_empty(), "{:?}", h.mounts());
+}
+
+/// The fields of one journal entry, in order.
+type JournalEntry = Vec<(String, String)>;
+
+/// The journal's native protocol: `KEY=value` lines, or `KEY\n<u64 le length><value>\n`.
+fn journal_fields(datagram: &[u8]) -> JournalEntry {
+    let mut fields = Vec::new();
+    let mut rest = datagram;
+    while !rest.is_empty() {
+        let line_end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
+        let line = &rest[..line_end];
+        if let Some(eq) = line.iter().position(|b| *b == b'=') {
+            fields.push((
+                String::from_utf8_lossy(&line[..eq]).into_owned(),
+                String::from_utf8_lossy(&line[eq + 1..]).into_owned(),
+            ));
+            rest = rest.get(line_end + 1..).unwrap_or_default();
+        } else {
+            let key = String::from_utf8_lossy(line).into_owned();
+            let after = rest.get(line_end + 1..).unwrap_or_default();
+            let len = after
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(0);
+            let value = after.get(8..8 + len).unwrap_or_default();
+            fields.push((key, String::from_utf8_lossy(value).into_owned()));
+            rest = after.get(8 + len + 1..).unwrap_or_default();
+        }
+    }
+    fields
+}
+
+#[test]
+fn logs_go_to_the_journal_with_job_fields() {
+    needs_root!();
+    let (_q, port) = receiver();
+    let mut h = Harness::new(port, "");
+    h.attach("disk-a", "debian-ext4-gpt", "READ_ONLY");
+    let run = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(run.path().join("journal")).expect("mkdir");
+    let socket = UnixDatagram::bind(run.path().join("journal/socket")).expect("journal socket");
+    let entries: Arc<Mutex<Vec<JournalEntry>>> = Arc::default();
+    let sink = Arc::clone(&entries);
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(n) = socket.recv(&mut buf) {
+            sink.lock()
+                .expect("entries")
+                .push(journal_fields(buf.get(..n).unwrap_or_default()));
+        }
+    });
+    h.journald = Some(run.path().to_path_buf());
+    h.start();
+    h.assign(&json!([assignment("job-a", "disk-a")]));
+    h.wait_job("job-a", "done", 60);
+    let has = |want: &[(&str, &str)]| {
+        entries.lock().expect("entries").iter().any(|e| {
+            want.iter()
+                .all(|(k, v)| e.iter().any(|(ek, ev)| ek == k && ev == v))
+        })
+    };
+    h.wait("journal entries", 10, |_| {
+        has(&[
+            ("JOB_ID", "job-a"),
+            ("STATE", "done"),
+            ("SYSLOG_IDENTIFIER", "snapscan"),
+        ])
+    });
+    assert!(has(&[
+        ("JOB_ID", "job-a"),
+        ("DEVICE", "disk-a"),
+        ("SNAPSHOT", "snap-job-a"),
+        ("STATE", "scanned"),
+    ]));
+    assert!(
+        has(&[("PRIORITY", "6")]),
+        "info lines have the info priority"
+    );
+    assert_eq!(h.stop(nix::sys::signal::Signal::SIGTERM), Some(0));
+    // Nothing readable went to stderr: it was all in the journal.
+    assert!(!h.log_text().contains("job done"), "{}", h.log_text());
 }
 
 #[test]

@@ -484,6 +484,16 @@ impl Agent {
         };
         self.running.remove(&id);
         match journal {
+            // Results written but not acknowledged, and the job stopped for a reason other than
+            // the agent stopping (its assignment was withdrawn): they are still sent.
+            Some(j)
+                if !j.state.is_final()
+                    && j.state >= State::Scanned
+                    && !self.stop.is_cancelled() =>
+            {
+                self.on_journal(j.clone());
+                self.start(j);
+            }
             Some(j) => self.on_journal(j),
             None => {
                 // A bug, not the disk: the job is failed rather than retried forever.
