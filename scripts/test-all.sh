@@ -20,22 +20,12 @@ FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
 step() { printf '\n=== %s\n' "$*"; }
 
 step "Debian packages"
-packages=(
-    e2fsprogs xfsprogs btrfs-progs dosfstools exfatprogs ntfs-3g gdisk fdisk util-linux
-    lvm2 cryptsetup-bin libhivex-bin debootstrap mtools zstd gzip curl
-    rpm db5.3-util sqlite3 gnupg
-)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing: ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-else
-    echo "all present"
-fi
+# shellcheck source=apt-install.sh
+. scripts/apt-install.sh
+apt_install e2fsprogs xfsprogs btrfs-progs dosfstools exfatprogs ntfs-3g gdisk fdisk util-linux \
+    lvm2 cryptsetup-bin libhivex-bin debootstrap mtools zstd gzip curl \
+    rpm db5.3-util sqlite3 gnupg \
+    qemu-system-x86 socat packer
 # Node.js and npm run Google's own metadata client against the fake metadata server. Whatever
 # Node.js the machine has will do (Debian 12's is enough): install Debian's only if none.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then

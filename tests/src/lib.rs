@@ -10,6 +10,7 @@ pub mod hive;
 pub mod images;
 pub mod qflow;
 pub mod server;
+pub mod vm;
 pub mod windows;
 
 use std::path::PathBuf;

@@ -25,7 +25,19 @@ pub const DEBIAN_REV: u32 = 1;
 /// with `etc/hostname` set to `debian-fixture` and the downloaded `.deb` files removed as
 /// `apt-get clean` would. Safe to call from several threads and processes at once.
 pub fn debian_root() -> anyhow::Result<PathBuf> {
-    let name = format!("debian-bookworm-minbase.r{DEBIAN_REV}");
+    debootstrap_cached("debian-bookworm-minbase", DEBIAN_REV, &[], DEBIAN_HOSTNAME)
+}
+
+/// A cached `debootstrap --variant=minbase bookworm` tree with the packages `include` added,
+/// in `<cache>/<prefix>.r<rev>` (other revisions of the same prefix are removed once it is
+/// built), `etc/hostname` set to `hostname` and the `.deb` files removed. Root only.
+pub fn debootstrap_cached(
+    prefix: &str,
+    rev: u32,
+    include: &[&str],
+    hostname: &str,
+) -> anyhow::Result<PathBuf> {
+    let name = format!("{prefix}.r{rev}");
     let dir = crate::cache_dir().join(&name);
     if dir.join("etc/hostname").is_file() {
         return Ok(dir);
@@ -34,7 +46,7 @@ pub fn debian_root() -> anyhow::Result<PathBuf> {
     if dir.join("etc/hostname").is_file() {
         return Ok(dir);
     }
-    super::require_root("the Debian tree (debootstrap)")?;
+    super::require_root("a Debian tree (debootstrap)")?;
     let work = tempfile::Builder::new()
         .prefix(&format!("{name}."))
         .tempdir_in(cache_subdir("tmp")?)
@@ -44,7 +56,11 @@ pub fn debian_root() -> anyhow::Result<PathBuf> {
         // debootstrap mounts proc and sys in the target; make sure nothing stays mounted.
         let sweep = MountSweep::new(work.path())?;
         let mut cmd = tool("debootstrap");
-        cmd.args(["--variant=minbase", "bookworm"]).arg(&target);
+        cmd.arg("--variant=minbase");
+        if !include.is_empty() {
+            cmd.arg(format!("--include={}", include.join(",")));
+        }
+        cmd.arg("bookworm").arg(&target);
         if let Some(mirror) = std::env::var_os("SNAPSCAN_DEBIAN_MIRROR") {
             cmd.arg(mirror);
         }
@@ -61,7 +77,7 @@ pub fn debian_root() -> anyhow::Result<PathBuf> {
         }
         sweep.sweep()?;
     }
-    fs::write(target.join("etc/hostname"), format!("{DEBIAN_HOSTNAME}\n"))
+    fs::write(target.join("etc/hostname"), format!("{hostname}\n"))
         .context("failed to write etc/hostname in the Debian tree")?;
     let archives = target.join("var/cache/apt/archives");
     for entry in fs::read_dir(&archives)
@@ -79,12 +95,12 @@ pub fn debian_root() -> anyhow::Result<PathBuf> {
             dir.display()
         )
     })?;
-    remove_stale_trees(&name)?;
+    remove_stale_trees(prefix, &name)?;
     Ok(dir)
 }
 
-/// Remove cached Debian trees of other revisions than `current` (about 200 MB each).
-fn remove_stale_trees(current: &str) -> anyhow::Result<()> {
+/// Remove cached trees `<prefix>.r*` other than `current` (hundreds of MB each).
+fn remove_stale_trees(prefix: &str, current: &str) -> anyhow::Result<()> {
     let cache = crate::cache_dir();
     for entry in
         fs::read_dir(&cache).with_context(|| format!("failed to list '{}'", cache.display()))?
@@ -92,7 +108,7 @@ fn remove_stale_trees(current: &str) -> anyhow::Result<()> {
         let entry = entry?;
         let file = entry.file_name();
         let file = file.to_string_lossy();
-        if file.starts_with("debian-bookworm-minbase.r") && file != current {
+        if file.starts_with(&format!("{prefix}.r")) && file != current {
             fs::remove_dir_all(entry.path())
                 .with_context(|| format!("failed to remove '{}'", entry.path().display()))?;
         }

@@ -1,0 +1,345 @@
+//! The VM test's scanner VM: a Debian 12 guest (debootstrap with a kernel, systemd and the
+//! runtime packages, cached) into which `image/install.sh` installs snapscan exactly as an image
+//! build does, booted under QEMU (TCG: no KVM here) the way GCE runs a scanner VM:
+//!
+//! - disks on a virtio-scsi controller as `scsi-hd` with vendor `Google`, product
+//!   `PersistentDisk` and serial = device name; READ_ONLY ones are read-only drives;
+//! - the metadata server at `169.254.169.254:80` and the upload receiver at
+//!   `169.254.169.100:8080`, both forwarded to the host's fakes by QEMU's user network
+//!   (`guestfwd`, one `socat` per connection: a plain chardev would multiplex every guest
+//!   connection onto one host socket);
+//! - the console on the first serial port; on the second, the agent's journal as JSON, written
+//!   by a test-only unit when the guest shuts down ([`Vm::power_down`], ACPI through QMP).
+//!
+//! The guest's settings for the test: the QFlow sink at the forwarded address and its token
+//! (`/etc/snapscan/agent.d/90-vmtest.toml`, `/etc/snapscan/agent.env`), DHCP by
+//! systemd-networkd. Everything else is what the image ships.
+//!
+//! Not here: the fakes themselves, the assertions (`tests/tests/vm.rs`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::images::cmd::{run, tool};
+use crate::images::roots::debootstrap_cached;
+
+/// Bump to rebuild the cached guest tree.
+pub const GUEST_REV: u32 = 1;
+/// The guest's packages beyond minbase: a kernel and systemd to boot, what the image installs.
+const GUEST_PACKAGES: &[&str] = &[
+    "linux-image-amd64",
+    "systemd-sysv",
+    "udev",
+    "dbus",
+    "kmod",
+    "ntfs-3g",
+    "xfsprogs",
+    "btrfs-progs",
+    "lvm2",
+    "nvme-cli",
+    "e2fsprogs",
+];
+/// Where the guest reaches the upload receiver.
+pub const GUEST_QFLOW: &str = "169.254.169.100:8080";
+
+/// A bootable guest: its root filesystem image, kernel and initrd.
+pub struct Guest {
+    dir: tempfile::TempDir,
+    kernel: PathBuf,
+    initrd: PathBuf,
+}
+
+impl Guest {
+    /// Build the guest with the `snapscan` binary installed by `image/install.sh`, uploading
+    /// with `qflow_token`.
+    ///
+    /// # Errors
+    ///
+    /// debootstrap, the install script or mkfs failed.
+    pub fn build(snapscan: &Path, qflow_token: &str) -> anyhow::Result<Guest> {
+        let tree =
+            debootstrap_cached("snapscan-vm-guest", GUEST_REV, GUEST_PACKAGES, "scanner-vm")?;
+        let dir = tempfile::Builder::new().prefix("snapscan-vm-").tempdir()?;
+        let root = dir.path().join("root");
+        run(tool("cp").arg("-a").arg(&tree).arg(&root), None)?;
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        run(
+            tool("sh")
+                .arg(repo.join("image/install.sh"))
+                .arg("--root")
+                .arg(&root)
+                .arg("--binary")
+                .arg(snapscan)
+                .arg("--no-packages"),
+            None,
+        )
+        .context("image/install.sh failed")?;
+        configure(&root, qflow_token)?;
+        let boot = root.join("boot");
+        let find = |prefix: &str| -> anyhow::Result<PathBuf> {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(&boot)?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+                })
+                .collect();
+            found.sort();
+            found
+                .pop()
+                .with_context(|| format!("no {prefix}* in the guest's /boot"))
+        };
+        let kernel = dir.path().join("vmlinuz");
+        let initrd = dir.path().join("initrd.img");
+        std::fs::copy(find("vmlinuz-")?, &kernel)?;
+        std::fs::copy(find("initrd.img-")?, &initrd)?;
+        let image = dir.path().join("root.img");
+        std::fs::File::create(&image)?.set_len(3 << 30)?;
+        run(
+            tool("mkfs.ext4")
+                .args(["-q", "-F", "-L", "scanner-root", "-d"])
+                .arg(&root)
+                .arg(&image),
+            None,
+        )?;
+        std::fs::remove_dir_all(&root)?;
+        Ok(Guest {
+            dir,
+            kernel,
+            initrd,
+        })
+    }
+
+    fn image(&self) -> PathBuf {
+        self.dir.path().join("root.img")
+    }
+}
+
+/// The guest's test settings (see the module docs).
+fn configure(root: &Path, qflow_token: &str) -> anyhow::Result<()> {
+    let write = |path: &str, text: &str| -> anyhow::Result<()> {
+        let p = root.join(path);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&p, text).with_context(|| format!("cannot write {path} in the guest"))
+    };
+    let link = |target: &str, at: &str| -> anyhow::Result<()> {
+        let p = root.join(at);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let _ = std::fs::remove_file(&p);
+        std::os::unix::fs::symlink(target, &p)
+            .with_context(|| format!("cannot link {at} in the guest"))
+    };
+    write("etc/fstab", "/dev/vda / ext4 rw,errors=remount-ro 0 1\n")?;
+    write(
+        "etc/systemd/network/10-dhcp.network",
+        "[Match]\nName=en* eth*\n\n[Network]\nDHCP=ipv4\n",
+    )?;
+    link(
+        "/lib/systemd/system/systemd-networkd.service",
+        "etc/systemd/system/multi-user.target.wants/systemd-networkd.service",
+    )?;
+    link(
+        "/lib/systemd/system/systemd-networkd-wait-online.service",
+        "etc/systemd/system/network-online.target.wants/systemd-networkd-wait-online.service",
+    )?;
+    write(
+        "etc/snapscan/agent.d/90-vmtest.toml",
+        &format!(
+            "# VM test: upload to the host's fake QFlow receiver.\n[upload]\nsink = \"qflow\"\n\
+             [upload.qflow]\nurl = \"http://{GUEST_QFLOW}/qflow/snapshot/v1/upload\"\n"
+        ),
+    )?;
+    write(
+        "etc/snapscan/agent.env",
+        &format!("QFLOW_TOKEN={qflow_token}\n"),
+    )?;
+    write(
+        "etc/systemd/system/snapscan-vmtest-journal.service",
+        "[Unit]\nDescription=VM test: the agent's journal to the second serial port at shutdown\n\
+         After=snapscan-agent.service\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\n\
+         ExecStart=/bin/true\n\
+         ExecStop=/bin/sh -c 'journalctl -o json -u snapscan-agent.service > /dev/ttyS1'\n\n\
+         [Install]\nWantedBy=multi-user.target\n",
+    )?;
+    link(
+        "/etc/systemd/system/snapscan-vmtest-journal.service",
+        "etc/systemd/system/multi-user.target.wants/snapscan-vmtest-journal.service",
+    )
+}
+
+/// A disk attached to the VM.
+#[derive(Debug, Clone)]
+pub struct VmDisk {
+    /// Device name (the SCSI serial).
+    pub device_name: String,
+    /// The disk image.
+    pub image: PathBuf,
+    /// Attached READ_ONLY.
+    pub read_only: bool,
+}
+
+/// A running VM; killed on drop.
+pub struct Vm {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    started: Instant,
+}
+
+impl Vm {
+    /// Boot `guest` with `disks`, the metadata server at host port `metadata_port` and the
+    /// receiver at `qflow_port`.
+    ///
+    /// # Errors
+    ///
+    /// QEMU cannot start.
+    pub fn boot(
+        guest: &Guest,
+        disks: &[VmDisk],
+        metadata_port: u16,
+        qflow_port: u16,
+    ) -> anyhow::Result<Vm> {
+        let dir = tempfile::Builder::new()
+            .prefix("snapscan-vm-run-")
+            .tempdir()?;
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args([
+            "-machine", "q35", "-accel", "tcg", "-m", "1024", "-smp", "2",
+        ])
+        .args(["-display", "none", "-no-reboot", "-nodefaults"])
+        .arg("-kernel")
+        .arg(&guest.kernel)
+        .arg("-initrd")
+        .arg(&guest.initrd)
+        .args(["-append", "root=/dev/vda rw console=ttyS0 panic=-1"])
+        .arg("-drive")
+        .arg(format!(
+            "file={},if=virtio,format=raw",
+            guest.image().display()
+        ))
+        .args(["-device", "virtio-scsi-pci,id=scsi0"]);
+        for (i, d) in disks.iter().enumerate() {
+            cmd.arg("-drive").arg(format!(
+                "file={},if=none,id=d{i},format=raw{}",
+                d.image.display(),
+                if d.read_only { ",readonly=on" } else { "" }
+            ));
+            cmd.arg("-device").arg(format!(
+                "scsi-hd,drive=d{i},bus=scsi0.0,vendor=Google,product=PersistentDisk,serial={}",
+                d.device_name
+            ));
+        }
+        let fwd = |guest_addr: &str, port: u16| {
+            format!("guestfwd=tcp:{guest_addr}-cmd:socat STDIO TCP:127.0.0.1:{port}")
+        };
+        cmd.arg("-netdev").arg(format!(
+            "user,id=n0,net=169.254.169.0/24,{},{}",
+            fwd("169.254.169.254:80", metadata_port),
+            fwd(GUEST_QFLOW, qflow_port)
+        ));
+        cmd.args(["-device", "virtio-net-pci,netdev=n0"])
+            .arg("-serial")
+            .arg(format!("file:{}", dir.path().join("console.log").display()))
+            .arg("-serial")
+            .arg(format!("file:{}", dir.path().join("journal.log").display()))
+            .arg("-qmp")
+            .arg(format!(
+                "unix:{},server=on,wait=off",
+                dir.path().join("qmp.sock").display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("qemu.err"))?);
+        let child = cmd.spawn().context("cannot start qemu-system-x86_64")?;
+        Ok(Vm {
+            child: Some(child),
+            dir,
+            started: Instant::now(),
+        })
+    }
+
+    /// The console so far.
+    pub fn console(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("console.log")).unwrap_or_default()
+    }
+
+    /// Time since boot.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// QEMU's own errors, if it exited.
+    pub fn exited(&mut self) -> Option<String> {
+        let child = self.child.as_mut()?;
+        match child.try_wait() {
+            Ok(Some(status)) => Some(format!(
+                "qemu exited ({status}): {}",
+                std::fs::read_to_string(self.dir.path().join("qemu.err")).unwrap_or_default()
+            )),
+            _ => None,
+        }
+    }
+
+    /// Shut the guest down cleanly (ACPI power button) and wait at most `wait`; returns what
+    /// the guest wrote to its second serial port (the agent's journal, JSON lines).
+    ///
+    /// # Errors
+    ///
+    /// QMP refused, or the guest did not power off in time (it is killed then).
+    pub fn power_down(mut self, wait: Duration) -> anyhow::Result<String> {
+        let qmp = UnixStream::connect(self.dir.path().join("qmp.sock"))
+            .context("cannot connect to QMP")?;
+        let mut reader = BufReader::new(qmp.try_clone()?);
+        let mut writer = qmp;
+        let mut line = String::new();
+        reader.read_line(&mut line)?; // greeting
+        for cmd in ["qmp_capabilities", "system_powerdown"] {
+            writeln!(writer, "{{\"execute\": \"{cmd}\"}}")?;
+            // Events (`POWERDOWN`...) may come before the answer.
+            loop {
+                line.clear();
+                if reader.read_line(&mut line)? == 0 {
+                    bail!("QMP closed during {cmd}");
+                }
+                if line.contains("\"return\"") {
+                    break;
+                }
+                if line.contains("\"error\"") {
+                    bail!("QMP {cmd}: {line}");
+                }
+            }
+        }
+        let deadline = Instant::now() + wait;
+        let mut child = self.child.take().context("no qemu")?;
+        loop {
+            if child.try_wait()?.is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("the guest did not power off within {wait:?}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(std::fs::read_to_string(self.dir.path().join("journal.log")).unwrap_or_default())
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The scanner image in a VM: a Debian 12 guest with snapscan installed by `image/install.sh`
+//! boots under QEMU with systemd running the agent from `systemd/snapscan-agent.service`
+//! (hardening included), two snapshot-like disks and a READ_WRITE decoy attached as GCE attaches
+//! them, the fake metadata server at 169.254.169.254 and the fake QFlow receiver on the host
+//! (`snapscan_tests::vm`). Everything is asserted from the host; the timings are printed.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use snapscan_tests::expect::sha256_file;
+use snapscan_tests::gce_metadata::{Disk, FakeMetadata};
+use snapscan_tests::images::{self, is_root};
+use snapscan_tests::qflow::FakeQflow;
+use snapscan_tests::vm::{Guest, Vm, VmDisk};
+
+const TOKEN: &str = "vm-test-token";
+
+fn guest_attr(md: &FakeMetadata, key: &str) -> Value {
+    md.guest_attribute("snapscan", key)
+        .and_then(|v| serde_json::from_str(&v).ok())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn the_image_boots_and_scans_its_assigned_disks() {
+    if !is_root() {
+        eprintln!("skipped: needs root (debootstrap, loop devices)");
+        return;
+    }
+    let t0 = Instant::now();
+    let disk_a = images::image("debian-ext4-gpt").expect("fixture");
+    let disk_b = images::image("debian-xfs-mbr").expect("fixture");
+    let decoy_dir = tempfile::tempdir().expect("tempdir");
+    let decoy = decoy_dir.path().join("decoy.img");
+    std::fs::copy(&disk_a, &decoy).expect("decoy copy");
+    let hashes: Vec<String> = [&disk_a, &disk_b, &decoy]
+        .iter()
+        .map(|p| sha256_file(p))
+        .collect();
+
+    let guest = Guest::build(&snapscan_tests::snapscan_bin(), TOKEN).expect("guest image");
+    let built = t0.elapsed();
+
+    let md = FakeMetadata::start();
+    md.set_disks(vec![
+        Disk::boot("persistent-disk-0"),
+        Disk::read_only("disk-a", 1),
+        Disk::read_only("disk-b", 2),
+        Disk::read_write("decoy-rw", 3),
+    ]);
+    md.set_attribute("enable-guest-attributes", "TRUE");
+    md.set_attribute(
+        "snapscan-assignments",
+        &json!([
+            {"id": "job-a", "device_name": "disk-a", "snapshot": "snap-a"},
+            {"id": "job-b", "device_name": "disk-b", "snapshot": "snap-b"},
+            {"id": "job-rw", "device_name": "decoy-rw", "snapshot": "snap-rw"},
+        ])
+        .to_string(),
+    );
+    let q = FakeQflow::start(TOKEN);
+    let disks = [
+        VmDisk {
+            device_name: "disk-a".into(),
+            image: disk_a.clone(),
+            read_only: true,
+        },
+        VmDisk {
+            device_name: "disk-b".into(),
+            image: disk_b.clone(),
+            read_only: true,
+        },
+        VmDisk {
+            device_name: "decoy-rw".into(),
+            image: decoy.clone(),
+            read_only: false,
+        },
+    ];
+    let mut vm = Vm::boot(&guest, &disks, md.addr().port(), q.addr().port()).expect("boot");
+
+    // READY: systemd prints "Started" for a Type=notify unit only after READY=1.
+    let mut ready = None;
+    let mut done = None;
+    let deadline = Instant::now() + Duration::from_secs(480);
+    while done.is_none() {
+        if let Some(e) = vm.exited() {
+            panic!("{e}\n--- console ---\n{}", vm.console());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out; guest attributes: {:?}\n--- console ---\n{}",
+            [
+                guest_attr(&md, "job-a"),
+                guest_attr(&md, "job-b"),
+                guest_attr(&md, "agent")
+            ],
+            vm.console()
+        );
+        let started = vm
+            .console()
+            .lines()
+            .any(|l| l.contains("Started") && l.contains("snapscan-agent.s"));
+        if started && ready.is_none() {
+            ready = Some(vm.uptime());
+        }
+        if guest_attr(&md, "job-a")["state"] == "done"
+            && guest_attr(&md, "job-b")["state"] == "done"
+            && guest_attr(&md, "job-rw")["state"] == "failed"
+            && guest_attr(&md, "agent")["done"] == 2
+        {
+            done = Some(vm.uptime());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let ready = ready.expect("the console shows the agent started (READY=1)");
+
+    // Both disks scanned and uploaded once; the decoy refused.
+    let stored = q.stored();
+    for job in ["job-a", "job-b"] {
+        let n = stored
+            .iter()
+            .filter(|s| s.fields.get("job_id").map(String::as_str) == Some(job))
+            .count();
+        assert_eq!(n, 1, "{job}: {stored:#?}");
+        assert_eq!(guest_attr(&md, job)["result"]["packages"], 88);
+    }
+    let refused = guest_attr(&md, "job-rw");
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("READ_WRITE")),
+        "{refused}"
+    );
+
+    // A clean shutdown (SIGTERM to the agent); the journal holds the structured fields.
+    let journal = vm.power_down(Duration::from_secs(120)).expect("power down");
+    let entries: Vec<Value> = journal
+        .lines()
+        .filter_map(|l| serde_json::from_str(l.trim()).ok())
+        .collect();
+    let has = |job: &str, state: &str| {
+        entries.iter().any(|e| {
+            e["JOB_ID"] == job
+                && e["STATE"] == state
+                && e["SNAPSHOT"].is_string()
+                && e["DEVICE"].is_string()
+        })
+    };
+    assert!(
+        has("job-a", "done") && has("job-b", "done") && has("job-a", "scanned"),
+        "journal: {journal}"
+    );
+
+    // No disk was written, the decoy included.
+    let after: Vec<String> = [&disk_a, &disk_b, &decoy]
+        .iter()
+        .map(|p| sha256_file(p))
+        .collect();
+    assert_eq!(after, hashes, "a disk changed");
+    eprintln!(
+        "VM test timings: guest image {:.1} s; boot to agent READY {:.1} s; boot to both \
+         jobs done {:.1} s; total {:.1} s",
+        built.as_secs_f64(),
+        ready.as_secs_f64(),
+        done.map_or(0.0, |d| d.as_secs_f64()),
+        t0.elapsed().as_secs_f64()
+    );
+}
