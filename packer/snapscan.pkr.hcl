@@ -111,6 +111,18 @@ variable "ssh_private_key_file" {
   default = ""
 }
 
+variable "qemuargs" {
+  type        = list(list(string))
+  default     = []
+  description = "Extra QEMU arguments, e.g. [[\"-kernel\", \"vmlinuz\"], [\"-initrd\", \"initrd.img\"], [\"-append\", \"root=/dev/vda\"]] to boot a base image that has no boot loader."
+}
+
+variable "install_packages" {
+  type        = bool
+  default     = true
+  description = "Let install.sh apt-get the runtime packages (false: the base image has them)."
+}
+
 variable "output_directory" {
   type    = string
   default = "packer-output"
@@ -157,6 +169,7 @@ source "qemu" "scanner" {
   ssh_private_key_file = var.ssh_private_key_file
   ssh_timeout          = "20m"
   shutdown_command     = "sudo systemctl poweroff"
+  qemuargs             = var.qemuargs
   output_directory     = var.output_directory
   vm_name              = "${local.image_name}.img"
 }
@@ -182,7 +195,7 @@ build {
     inline = [
       "set -e",
       "cd /tmp/snapscan-image",
-      "sh ./install.sh --binary ./${basename(var.snapscan_binary)} ${var.qscanner_binary != "" ? "--qscanner ./${basename(var.qscanner_binary)}" : ""}",
+      "sh ./install.sh --binary ./${basename(var.snapscan_binary)} ${var.qscanner_binary != "" ? "--qscanner ./${basename(var.qscanner_binary)}" : ""} ${var.install_packages ? "" : "--no-packages"}",
       "rm -rf /tmp/snapscan-image",
     ]
   }

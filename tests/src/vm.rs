@@ -29,7 +29,7 @@ use crate::images::cmd::{run, tool};
 use crate::images::roots::debootstrap_cached;
 
 /// Bump to rebuild the cached guest tree.
-pub const GUEST_REV: u32 = 1;
+pub const GUEST_REV: u32 = 2;
 /// The guest's packages beyond minbase: a kernel and systemd to boot, what the image installs.
 const GUEST_PACKAGES: &[&str] = &[
     "linux-image-amd64",
@@ -43,15 +43,21 @@ const GUEST_PACKAGES: &[&str] = &[
     "lvm2",
     "nvme-cli",
     "e2fsprogs",
+    // For the Packer build of the same image: it provisions over ssh with sudo.
+    "openssh-server",
+    "sudo",
 ];
 /// Where the guest reaches the upload receiver.
 pub const GUEST_QFLOW: &str = "169.254.169.100:8080";
 
-/// A bootable guest: its root filesystem image, kernel and initrd.
+/// A bootable guest: its root filesystem image (a whole-disk ext4, booted directly with the
+/// kernel and initrd, no boot loader).
 pub struct Guest {
-    dir: tempfile::TempDir,
+    /// Holds the files of a guest built here (none for [`Guest::with_image`]).
+    _dir: Option<tempfile::TempDir>,
     kernel: PathBuf,
     initrd: PathBuf,
+    image: PathBuf,
 }
 
 impl Guest {
@@ -62,24 +68,93 @@ impl Guest {
     ///
     /// debootstrap, the install script or mkfs failed.
     pub fn build(snapscan: &Path, qflow_token: &str) -> anyhow::Result<Guest> {
+        Guest::make(qflow_token, |root| {
+            let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            run(
+                tool("sh")
+                    .arg(repo.join("image/install.sh"))
+                    .arg("--root")
+                    .arg(root)
+                    .arg("--binary")
+                    .arg(snapscan)
+                    .arg("--no-packages"),
+                None,
+            )
+            .context("image/install.sh failed")
+            .map(drop)
+        })
+    }
+
+    /// The base image a Packer `qemu` build starts from: the same guest without snapscan, with
+    /// a `packer` user (sudo without password) that logs in with `ssh_public_key`.
+    ///
+    /// # Errors
+    ///
+    /// debootstrap, chroot or mkfs failed.
+    pub fn build_packer_base(qflow_token: &str, ssh_public_key: &str) -> anyhow::Result<Guest> {
+        Guest::make(qflow_token, |root| {
+            run(
+                tool("chroot")
+                    .arg(root)
+                    .args(["useradd", "-m", "-s", "/bin/sh", "packer"]),
+                None,
+            )?;
+            let ssh = root.join("home/packer/.ssh");
+            std::fs::create_dir_all(&ssh)?;
+            std::fs::write(ssh.join("authorized_keys"), ssh_public_key)?;
+            run(
+                tool("chroot").arg(root).args([
+                    "chown",
+                    "-R",
+                    "packer:packer",
+                    "/home/packer/.ssh",
+                ]),
+                None,
+            )?;
+            std::fs::write(
+                root.join("etc/sudoers.d/packer"),
+                "packer ALL=(ALL) NOPASSWD:ALL\n",
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The same kernel and initrd with another root image (what `packer build` made from this
+    /// base); `self` must outlive it.
+    pub fn with_image(&self, image: PathBuf) -> Guest {
+        Guest {
+            _dir: None,
+            kernel: self.kernel.clone(),
+            initrd: self.initrd.clone(),
+            image,
+        }
+    }
+
+    /// The kernel, initrd and command line as QEMU arguments (`-kernel K -initrd I -append A`).
+    pub fn boot_args(&self) -> Vec<[String; 2]> {
+        vec![
+            ["-kernel".into(), self.kernel.display().to_string()],
+            ["-initrd".into(), self.initrd.display().to_string()],
+            ["-append".into(), KERNEL_ARGS.into()],
+        ]
+    }
+
+    /// The root filesystem image.
+    pub fn image(&self) -> &Path {
+        &self.image
+    }
+
+    fn make(
+        qflow_token: &str,
+        install: impl FnOnce(&Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Guest> {
         let tree =
             debootstrap_cached("snapscan-vm-guest", GUEST_REV, GUEST_PACKAGES, "scanner-vm")?;
         let dir = tempfile::Builder::new().prefix("snapscan-vm-").tempdir()?;
         let root = dir.path().join("root");
         run(tool("cp").arg("-a").arg(&tree).arg(&root), None)?;
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        run(
-            tool("sh")
-                .arg(repo.join("image/install.sh"))
-                .arg("--root")
-                .arg(&root)
-                .arg("--binary")
-                .arg(snapscan)
-                .arg("--no-packages"),
-            None,
-        )
-        .context("image/install.sh failed")?;
         configure(&root, qflow_token)?;
+        install(&root)?;
         let boot = root.join("boot");
         let find = |prefix: &str| -> anyhow::Result<PathBuf> {
             let mut found: Vec<PathBuf> = std::fs::read_dir(&boot)?
@@ -110,16 +185,16 @@ impl Guest {
         )?;
         std::fs::remove_dir_all(&root)?;
         Ok(Guest {
-            dir,
+            _dir: Some(dir),
             kernel,
             initrd,
+            image,
         })
     }
-
-    fn image(&self) -> PathBuf {
-        self.dir.path().join("root.img")
-    }
 }
+
+/// The guest kernel's command line.
+const KERNEL_ARGS: &str = "root=/dev/vda rw console=ttyS0 panic=-1";
 
 /// The guest's test settings (see the module docs).
 fn configure(root: &Path, qflow_token: &str) -> anyhow::Result<()> {
