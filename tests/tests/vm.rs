@@ -168,7 +168,7 @@ fn scan_in_vm(guest: &Guest) -> (Duration, Duration) {
             read_only: false,
         },
     ];
-    let mut vm = Vm::boot(&guest, &disks, md.addr().port(), q.addr().port()).expect("boot");
+    let mut vm = Vm::boot(guest, &disks, md.addr().port(), q.addr().port()).expect("boot");
 
     // READY: systemd prints "Started" for a Type=notify unit only after READY=1.
     let mut ready = None;
