@@ -10,10 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! dpkg-query -W -f='${Status}' time 2>/dev/null | grep -q "install ok installed"; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
-fi
+# shellcheck source=apt-install.sh
+. scripts/apt-install.sh
+apt_install time >/dev/null
 
 cargo build --release -q -p snapscan -p snapscan-tests --bin snapscan --bin qflow-receiver
 bin=target/release/snapscan

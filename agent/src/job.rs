@@ -41,6 +41,8 @@ use crate::upload::SinkKind;
 
 /// Scans started for one job before it is failed (each crash of the agent mid-scan counts).
 pub const MAX_SCAN_ATTEMPTS: u32 = 3;
+/// The error of a job cancelled because its assignment was withdrawn.
+pub const WITHDRAWN: &str = "the assignment was withdrawn";
 /// The journal's file name in the job directory.
 pub const JOURNAL_FILE: &str = "job.json";
 
@@ -187,6 +189,13 @@ impl Journal {
         if state.is_final() {
             self.finished_at = Some(now());
         }
+    }
+
+    /// End the job in `state` (`failed` or `cancelled`) because of `error`, recorded like any
+    /// other transition.
+    pub fn end(&mut self, state: State, error: impl Into<String>) {
+        self.error = Some(error.into());
+        self.enter(state);
     }
 }
 
@@ -348,8 +357,7 @@ pub async fn run(env: &Env, mut j: Journal, ctl: &Control) -> Journal {
             Step::Continue => {}
             Step::Pause => {
                 if ctl.withdrawn() && j.state < State::Scanned {
-                    j.error = Some("the assignment was withdrawn".into());
-                    j.enter(State::Cancelled);
+                    j.end(State::Cancelled, WITHDRAWN);
                     tracing::info!(job_id = j.id(), state = "cancelled", "job cancelled");
                     save(env, &j);
                 }
@@ -357,8 +365,7 @@ pub async fn run(env: &Env, mut j: Journal, ctl: &Control) -> Journal {
             }
             Step::Fail(e) => {
                 tracing::error!(job_id = j.id(), "{e}");
-                j.error = Some(e);
-                j.enter(State::Failed);
+                j.end(State::Failed, e);
             }
         }
         save(env, &j);
@@ -529,8 +536,6 @@ fn on_phase(env: &Env, j: &mut Journal, phase: Phase) {
     let state = match phase {
         Phase::Opened => State::Opened,
         Phase::Detected => State::Detected,
-        // Recorded with the outputs, once they are known.
-        Phase::Scanned => return,
     };
     if state > j.state {
         transition(env, j, state);

@@ -28,3 +28,16 @@ pub mod mount;
 pub mod scan;
 pub mod scanner;
 pub mod upload;
+
+/// An error with its causes, on one line (`error sending request: connection reset`): what the
+/// HTTP clients (metadata server, QFlow) log and report.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -277,6 +277,13 @@ impl FakeMetadata {
             .cloned()
     }
 
+    /// The guest attribute `namespace/key` parsed as JSON; `null` when absent or not JSON.
+    pub fn guest_json(&self, namespace: &str, key: &str) -> Value {
+        self.guest_attribute(namespace, key)
+            .and_then(|v| serde_json::from_str(&v).ok())
+            .unwrap_or(Value::Null)
+    }
+
     /// Every guest-attribute write so far.
     pub fn guest_writes(&self) -> Vec<GuestWrite> {
         self.shared.lock().writes.clone()

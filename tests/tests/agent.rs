@@ -256,10 +256,7 @@ max_backoff_ms = 300
     }
 
     fn guest(&self, key: &str) -> Value {
-        self.md
-            .guest_attribute("snapscan", key)
-            .and_then(|v| serde_json::from_str(&v).ok())
-            .unwrap_or(Value::Null)
+        self.md.guest_json("snapscan", key)
     }
 
     /// Mounts left under the work directory.

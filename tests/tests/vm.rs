@@ -27,9 +27,7 @@ fn one_vm() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn guest_attr(md: &FakeMetadata, key: &str) -> Value {
-    md.guest_attribute("snapscan", key)
-        .and_then(|v| serde_json::from_str(&v).ok())
-        .unwrap_or(Value::Null)
+    md.guest_json("snapscan", key)
 }
 
 #[test]
@@ -91,6 +89,8 @@ fn the_image_built_by_packer_does_the_same() {
         .args(["build", "-only=qemu.scanner", "-color=false"])
         .arg(format!("-var-file={}", var_file.display()))
         .arg("packer/snapscan.pkr.hcl")
+        // Packer's cache (locks, ports) goes to the work directory, not the checkout.
+        .env("PACKER_CACHE_DIR", work.path().join("packer_cache"))
         .env("PACKER_LOG", "1")
         .env("PACKER_LOG_PATH", work.path().join("packer.log"))
         .output()

@@ -411,15 +411,8 @@ impl Agent {
             if j.state >= State::Scanned {
                 self.start(j);
             } else {
-                j.error = Some("the assignment was withdrawn".into());
-                j.state = State::Cancelled;
-                j.finished_at = Some(
-                    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-                );
-                if let Err(e) = self.store.save(&j) {
-                    tracing::error!("{e:#}");
-                }
-                self.on_journal(j);
+                j.end(State::Cancelled, job::WITHDRAWN);
+                self.save_ended(j);
             }
         }
         self.publish();
@@ -427,11 +420,16 @@ impl Agent {
 
     fn start(&mut self, j: Journal) {
         let id = j.id().to_owned();
-        if self.store.save(&j).is_err() && !self.known.contains_key(&id) {
-            tracing::error!(
-                job_id = id.as_str(),
-                "cannot write the journal: not starting"
-            );
+        // A resumed job's journal is on disk already; a new one is written before it runs.
+        let fresh = self.known.get(&id).is_none_or(|k| k.state.is_final());
+        if fresh {
+            if let Err(e) = self.store.save(&j) {
+                tracing::error!(
+                    job_id = id.as_str(),
+                    "cannot write the journal ({e:#}); starting anyway: every transition \
+                     tries again"
+                );
+            }
         }
         let control = Control {
             cancel: self.stop.child_token(),
@@ -499,15 +497,19 @@ impl Agent {
                 // A bug, not the disk: the job is failed rather than retried forever.
                 if let Some(mut j) = self.known.get(&id).cloned() {
                     tracing::error!(job_id = id.as_str(), "the job's task panicked");
-                    j.error = Some("internal error: the job's task panicked".into());
-                    j.state = State::Failed;
-                    if let Err(e) = self.store.save(&j) {
-                        tracing::error!("{e:#}");
-                    }
-                    self.on_journal(j);
+                    j.end(State::Failed, "internal error: the job's task panicked");
+                    self.save_ended(j);
                 }
             }
         }
+    }
+
+    /// Journal and report a job the agent ended itself (no task of its own runs it).
+    fn save_ended(&mut self, j: Journal) {
+        if let Err(e) = self.store.save(&j) {
+            tracing::error!("{e:#}");
+        }
+        self.on_journal(j);
     }
 
     fn counts(&self) -> (usize, usize, usize, usize) {

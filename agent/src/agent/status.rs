@@ -177,16 +177,20 @@ impl Writer {
             self.recent.pop_front();
         }
         let mut at = now;
-        let per_minute = usize::try_from(self.cfg.max_writes_per_minute).unwrap_or(usize::MAX);
-        let per_second = usize::try_from(self.cfg.max_writes_per_second).unwrap_or(usize::MAX);
-        if self.recent.len() >= per_minute {
-            if let Some(t) = self.recent.get(self.recent.len() - per_minute) {
-                at = at.max(*t + Duration::from_secs(60));
-            }
-        }
-        if self.recent.len() >= per_second {
-            if let Some(t) = self.recent.get(self.recent.len() - per_second) {
-                at = at.max(*t + Duration::from_secs(1));
+        for (limit, window) in [
+            (self.cfg.max_writes_per_minute, Duration::from_secs(60)),
+            (self.cfg.max_writes_per_second, Duration::from_secs(1)),
+        ] {
+            // With `limit` writes in the window already, the next waits for the oldest of them
+            // to leave it.
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            if let Some(t) = self
+                .recent
+                .len()
+                .checked_sub(limit)
+                .and_then(|i| self.recent.get(i))
+            {
+                at = at.max(*t + window);
             }
         }
         if let Some(until) = self.disabled_until {

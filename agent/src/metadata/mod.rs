@@ -248,7 +248,7 @@ impl Client {
     ) -> Result<Option<Versioned>, MetadataError> {
         let transport = |e: reqwest::Error| MetadataError::Transport {
             path: path.to_owned(),
-            message: error_text(&e),
+            message: crate::error_chain(&e),
         };
         let resp = self
             .http
@@ -301,7 +301,7 @@ impl Client {
             .await
             .map_err(|e| MetadataError::Transport {
                 path: path.clone(),
-                message: error_text(&e),
+                message: crate::error_chain(&e),
             })?;
         match resp.status().as_u16() {
             200..=299 => Ok(()),
@@ -360,18 +360,6 @@ fn check_flavor(resp: &reqwest::Response, path: &str) -> Result<(), MetadataErro
             path: path.to_owned(),
         })
     }
-}
-
-/// A reqwest error with its causes, on one line.
-fn error_text(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
 
 /// Percent-encode a query value (ETags are hex, but the server's choice is its own).

@@ -51,15 +51,13 @@ pub struct ScanRequest {
     pub progress: Option<tokio::sync::mpsc::UnboundedSender<Phase>>,
 }
 
-/// A phase of [`produce`] that has just completed.
+/// A phase of [`produce`] that has just completed (the end is [`produce`] returning).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// The disk is open read-only and its volumes are reachable.
     Opened,
     /// The OS is known.
     Detected,
-    /// The scanner finished and its outputs are written.
-    Scanned,
 }
 
 impl ScanRequest {
@@ -244,7 +242,6 @@ async fn run(
         report.warnings.push(format!("cleanup: {e}"));
     }
     report.outputs = describe_outputs(&req.output_dir, &scanned?)?;
-    tell(req, Phase::Scanned);
     Ok(())
 }
 

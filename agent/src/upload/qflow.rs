@@ -326,7 +326,7 @@ impl Client {
                     return Err(UploadError::Config(format!("{what}: {e}")));
                 }
                 Err(e) => {
-                    last = format!("{what}: {}", error_chain(&e));
+                    last = format!("{what}: {}", crate::error_chain(&e));
                     None
                 }
             };
@@ -471,18 +471,6 @@ fn snippet(body: &str) -> String {
     } else {
         format!(": {line}")
     }
-}
-
-/// An error with its causes (`error sending request: connection reset`).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// The bearer token from the configured file, else the configured environment variable.
