@@ -97,6 +97,10 @@ pub struct ScanArgs {
     /// Print the report as JSON instead of the short summary.
     #[arg(long)]
     pub json: bool,
+    /// Scan a block device even when it is in use (mounted read-write, or held by another
+    /// device); it is then read through a read-only loop device, never marked read-only itself.
+    #[arg(long)]
+    pub force: bool,
     /// Disk image file or block device.
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
@@ -310,6 +314,7 @@ fn run_scan(args: &ScanArgs) -> u8 {
         },
         upload_url: args.upload.clone(),
         progress: None,
+        force: args.force,
     };
     req.output_dir = match &args.output {
         Some(dir) => dir.clone(),

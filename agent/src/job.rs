@@ -481,6 +481,7 @@ async fn scan_step(env: &Env, j: &mut Journal, ctl: &Control) -> Step {
         },
         upload_url: None,
         progress: Some(tx),
+        force: false,
     };
     let produce = scan::produce(&req, &env.cfg, ctl.cancel.clone());
     tokio::pin!(produce);

@@ -164,7 +164,7 @@ fn kernel_unavailable(cfg: &ScanConfig) -> Option<String> {
 }
 
 /// Open `path` read-only and reach its volumes. `name` names the workspace; `cancelled` is
-/// checked between volumes.
+/// checked between volumes. `allow_in_use`: scan a block device even when it is in use.
 ///
 /// # Errors
 ///
@@ -173,6 +173,7 @@ pub fn attach(
     path: &Path,
     cfg: &ScanConfig,
     name: &str,
+    _allow_in_use: bool,
     cancelled: &dyn Fn() -> bool,
 ) -> anyhow::Result<Attached> {
     let started = Instant::now();

@@ -49,6 +49,8 @@ pub struct ScanRequest {
     pub upload_url: Option<String>,
     /// Told each phase as it is reached (the agent's job journal listens).
     pub progress: Option<tokio::sync::mpsc::UnboundedSender<Phase>>,
+    /// Scan a block device even when it is in use (mounted read-write, held by another device).
+    pub force: bool,
 }
 
 /// A phase of [`produce`] that has just completed (the end is [`produce`] returning).
@@ -208,14 +210,15 @@ async fn run(
     let name = req.result_name();
 
     // Open and mount on a blocking thread; the guards come back with the result.
-    let (path, scan_cfg, ws_name, token) = (
+    let (path, scan_cfg, ws_name, token, force) = (
         req.path.clone(),
         cfg.scan.clone(),
         name.clone(),
         cancel.clone(),
+        req.force,
     );
     let attached = tokio::task::spawn_blocking(move || {
-        access::attach(&path, &scan_cfg, &ws_name, &|| token.is_cancelled())
+        access::attach(&path, &scan_cfg, &ws_name, force, &|| token.is_cancelled())
     })
     .await
     .context("the disk-opening task failed")??;
