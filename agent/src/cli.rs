@@ -1,6 +1,7 @@
 //! The command line: subcommands and what each prints. Exit codes are documented in the README
 //! and are part of the interface: [`EXIT_OK`], [`EXIT_FAILURE`], [`EXIT_USAGE`].
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use crate::config::{self, Config};
 use crate::inspect::{self, Options};
 use crate::scan::report::{render_summary, Status, Subject};
 use crate::scan::{self, ScanRequest};
+use crate::upload::Sink;
 
 /// Everything worked.
 pub const EXIT_OK: u8 = 0;
@@ -47,19 +49,20 @@ pub enum Command {
     /// Scan one disk end to end: mount read-only, detect the OS, run the scanner, write and
     /// upload the results.
     Scan(ScanArgs),
-    /// Upload result files (kept locally after a failed upload, for instance) to a sink.
+    /// Send kept results again (after a failed upload, say): a scan's directory or its
+    /// `report.json` (its result files, with the scan's own fields), or single files.
     Upload(UploadArgs),
     /// Run the daemon of a scanner VM: watch the metadata server for assigned disks, scan and
     /// upload each, report progress in guest attributes (run by systemd).
-    Agent(ConfigArg),
+    Agent(AgentArgs),
     /// Work with the settings.
     #[command(subcommand)]
     Config(ConfigCommand),
 }
 
-/// `--config FILE`.
+/// Arguments of `snapscan agent`.
 #[derive(Debug, Args)]
-pub struct ConfigArg {
+pub struct AgentArgs {
     /// Configuration file (TOML), read instead of the default locations.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -68,8 +71,22 @@ pub struct ConfigArg {
 /// Subcommands of `snapscan config`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Load and validate the settings, then print them in effect (TOML, secrets redacted).
-    Check(ConfigArg),
+    /// Load and validate the settings, check that the upload sink and the default scanner can
+    /// work here, then print the settings in effect (TOML, secrets redacted, built-in scanner
+    /// profiles included).
+    Check(CheckArgs),
+}
+
+/// Arguments of `snapscan config check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Configuration file (TOML), read instead of the default locations.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Do not look for the secrets that only exist where the agent runs (the QFlow token, the
+    /// scanner's environment variables and secret files): for checking an image as it is built.
+    #[arg(long)]
+    pub no_secrets: bool,
 }
 
 /// Arguments of `snapscan scan`.
@@ -109,17 +126,18 @@ pub struct ScanArgs {
 /// Arguments of `snapscan upload`.
 #[derive(Debug, Args)]
 pub struct UploadArgs {
-    /// QFlow endpoint; without it, the configured sink.
+    /// QFlow endpoint; without it, the configured sink (one must be configured).
     #[arg(long, value_name = "URL")]
     pub upload: Option<String>,
     /// Configuration file (TOML), read instead of the default locations.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// A metadata field sent with every file, `NAME=VALUE` (repeatable).
+    /// A metadata field sent with every single file, `NAME=VALUE` (repeatable). Not with a kept
+    /// scan: its files go with the scan's own fields, as the first time.
     #[arg(long = "field", value_name = "NAME=VALUE")]
     pub fields: Vec<String>,
-    /// Files to upload.
-    #[arg(required = true, value_name = "FILE")]
+    /// A scan's output directory, its `report.json`, or single files.
+    #[arg(required = true, value_name = "PATH")]
     pub files: Vec<PathBuf>,
 }
 
@@ -159,42 +177,45 @@ fn run_inspect(args: &InspectArgs) -> u8 {
     let mut code = EXIT_OK;
     let stdout = std::io::stdout();
     for path in &args.paths {
-        match inspect::inspect(path, &opts) {
-            Ok(report) => {
-                let text = if args.json {
-                    match serde_json::to_string(&report) {
-                        Ok(j) => j + "\n",
-                        Err(e) => {
-                            eprintln!(
-                                "error: cannot encode the report of '{}': {e}",
-                                path.display()
-                            );
-                            code = EXIT_FAILURE;
-                            continue;
-                        }
-                    }
-                } else {
-                    inspect::render_text(&report)
-                };
-                // A closed stdout (`| head`) is not worth a panic or an error message.
-                if stdout.lock().write_all(text.as_bytes()).is_err() {
-                    return code;
-                }
-            }
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                code = EXIT_FAILURE;
-            }
+        let result = inspect::inspect(path, &opts);
+        if let Err(e) = &result {
+            say!("error: {e:#}");
+            code = EXIT_FAILURE;
+        }
+        // With --json every PATH gets its object, in order: `{"source", "error"}` for one that
+        // cannot be read, so a consumer can pair lines with its arguments.
+        let text = match (&result, args.json) {
+            (Ok(report), false) => inspect::render_text(report),
+            (Err(_), false) => continue,
+            (Ok(report), true) => match serde_json::to_value(report) {
+                Ok(v) => format!("{v}\n"),
+                Err(e) => error_line(path, &format!("cannot encode the report: {e}")),
+            },
+            (Err(e), true) => error_line(path, &format!("{e:#}")),
+        };
+        // A closed stdout (`| head`) is not worth a panic or an error message.
+        if stdout
+            .lock()
+            .write_all(crate::redact::text(&text).as_bytes())
+            .is_err()
+        {
+            return code;
         }
     }
     code
 }
 
+/// The `--json` line of a PATH that has no report.
+fn error_line(path: &std::path::Path, error: &str) -> String {
+    let line = serde_json::json!({ "source": path.display().to_string(), "error": error });
+    format!("{line}\n")
+}
+
 /// Print an error and its causes, one ` -> cause` line each.
 pub fn print_error(e: &anyhow::Error) {
-    eprintln!("error: {e}");
+    say!("error: {e}");
     for cause in e.chain().skip(1) {
-        eprintln!(" -> {cause}");
+        say!(" -> {cause}");
     }
 }
 
@@ -212,35 +233,54 @@ fn runtime() -> Result<tokio::runtime::Runtime, u8> {
         .enable_all()
         .build()
         .map_err(|e| {
-            eprintln!("error: cannot start the async runtime: {e}");
+            say!("error: cannot start the async runtime: {e}");
             EXIT_FAILURE
         })
 }
 
-/// Cancel `token` on the first SIGINT or SIGTERM.
-async fn cancel_on_signal(token: CancellationToken) {
+/// Cancel `token` on the first SIGINT or SIGTERM; the signal's name.
+async fn cancel_on_signal(token: CancellationToken) -> Option<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
     ) else {
         tracing::warn!("cannot install signal handlers");
-        return;
+        return None;
     };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-    }
-    tracing::warn!("signal received: stopping and cleaning up");
+    let name = tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    };
+    tracing::warn!("{name} received: stopping and cleaning up");
     token.cancel();
+    Some(name)
 }
 
-fn run_agent(args: &ConfigArg) -> u8 {
+fn run_agent(args: &AgentArgs) -> u8 {
     let cfg = match load_config(args.config.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
     };
     crate::logging::init_agent(&cfg.agent.log);
+    // Before anything is attached or READY sent: a sink or scanner that cannot work is a
+    // configuration error (exit 2, which systemd does not restart on).
+    let sink = match cfg.preflight(None, None) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{}", crate::redact::string(format_args!("{e:#}")));
+            print_error(&e);
+            return EXIT_USAGE;
+        }
+    };
+    let settings = crate::agent::Settings {
+        agent: cfg.agent,
+        metadata: cfg.metadata,
+        status: cfg.status,
+        scan: cfg.scan,
+        scanners: cfg.scanner,
+        sink: std::sync::Arc::new(sink),
+    };
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -248,25 +288,35 @@ fn run_agent(args: &ConfigArg) -> u8 {
     let result = rt.block_on(async {
         let stop = CancellationToken::new();
         tokio::spawn(cancel_on_signal(stop.clone()));
-        crate::agent::run(cfg, stop).await
+        crate::agent::run(settings, stop).await
     });
     // Blocking tasks (a scan's unmount) are done: the jobs were awaited.
     rt.shutdown_timeout(Duration::from_secs(5));
     match result {
         Ok(()) => EXIT_OK,
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!("{}", crate::redact::string(format_args!("{e:#}")));
             print_error(&e);
             EXIT_FAILURE
         }
     }
 }
 
-fn run_config_check(args: &ConfigArg) -> u8 {
+fn run_config_check(args: &CheckArgs) -> u8 {
     let cfg = match load_config(args.config.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let checked = if args.no_secrets {
+        cfg.scanner
+            .preflight(&cfg.scan.scanner, &cfg.scan.scanner_search_path, false)
+    } else {
+        cfg.preflight(None, None).map(drop)
+    };
+    if let Err(e) = checked {
+        print_error(&e);
+        return EXIT_USAGE;
+    }
     match config::render_redacted(&cfg) {
         Ok(text) => {
             let _ = std::io::stdout().lock().write_all(text.as_bytes());
@@ -284,8 +334,22 @@ fn run_upload(args: &UploadArgs) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let sink = match Sink::from_config(&cfg.upload, args.upload.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            say!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    if sink.destination().is_none() {
+        say!(
+            "error: no upload destination: give --upload URL, or configure [upload] sink = \
+             \"qflow\" (or [upload] local_dir)"
+        );
+        return EXIT_USAGE;
+    }
     match runtime() {
-        Ok(rt) => rt.block_on(crate::upload::cli::run_cli(args, &cfg.upload)),
+        Ok(rt) => rt.block_on(crate::upload::cli::run_cli(args, &sink)),
         Err(code) => code,
     }
 }
@@ -299,9 +363,24 @@ fn run_scan(args: &ScanArgs) -> u8 {
         .scanner
         .clone()
         .unwrap_or_else(|| cfg.scan.scanner.clone());
-    if let Err(e) = cfg.check_scanner(&scanner) {
+    // Everything that can be checked before the disk is touched: the sink, the scanner, the
+    // output directory (usage errors), then the input.
+    let sink = match cfg.preflight(Some(&scanner), args.upload.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            print_error(&e);
+            return EXIT_USAGE;
+        }
+    };
+    if let Some(dir) = &args.output {
+        if let Err(e) = scan::check_output_dir(dir) {
+            print_error(&e);
+            return EXIT_USAGE;
+        }
+    }
+    if let Err(e) = crate::disk::reader::check_source(&args.path) {
         print_error(&e);
-        return EXIT_USAGE;
+        return EXIT_FAILURE;
     }
     let mut req = ScanRequest {
         path: args.path.clone(),
@@ -312,28 +391,35 @@ fn run_scan(args: &ScanArgs) -> u8 {
             instance_id: args.instance_id.clone(),
             ..Subject::default()
         },
-        upload_url: args.upload.clone(),
+        fields: BTreeMap::new(),
         progress: None,
         force: args.force,
     };
     req.output_dir = match &args.output {
         Some(dir) => dir.clone(),
-        None => cfg
-            .scan
-            .results_dir
-            .join(format!("{}-{}", req.result_name(), compact_now())),
+        None => new_results_dir(&cfg.scan.results_dir, &req.result_name()),
     };
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    let report = rt.block_on(async {
+    let mut report = rt.block_on(async {
         let cancel = CancellationToken::new();
         let watcher = tokio::spawn(cancel_on_signal(cancel.clone()));
-        let report = scan::scan(&req, &cfg, cancel).await;
-        watcher.abort();
-        report
+        let report = scan::scan(&req, &cfg.scan, &cfg.scanner, &sink, cancel).await;
+        let signal = if watcher.is_finished() {
+            watcher.await.ok().flatten()
+        } else {
+            watcher.abort();
+            None
+        };
+        (report, signal)
     });
+    if let (Status::Interrupted, Some(signal)) = (report.0.status, report.1) {
+        report.0.error = Some(format!("interrupted ({signal})"));
+        scan::save_report(&req.output_dir, &report.0);
+    }
+    let report = report.0;
     let text = if args.json {
         serde_json::to_string_pretty(&report).map(|j| j + "\n")
     } else {
@@ -341,12 +427,14 @@ fn run_scan(args: &ScanArgs) -> u8 {
     };
     match text {
         Ok(t) => {
-            let _ = std::io::stdout().lock().write_all(t.as_bytes());
+            let _ = std::io::stdout()
+                .lock()
+                .write_all(crate::redact::text(&t).as_bytes());
         }
-        Err(e) => eprintln!("error: cannot encode the report: {e}"),
+        Err(e) => say!("error: cannot encode the report: {e}"),
     }
     if let Some(e) = &report.error {
-        eprintln!("error: {e}");
+        say!("error: {e}");
     }
     match report.status {
         Status::Success => EXIT_OK,
@@ -355,6 +443,19 @@ fn run_scan(args: &ScanArgs) -> u8 {
         Status::Failed => EXIT_FAILURE,
         Status::Interrupted => EXIT_INTERRUPTED,
     }
+}
+
+/// A results directory of its own under `base`: `<name>-<UTC time>`, with `-2`, `-3`... when
+/// a scan of the same second already took that name.
+fn new_results_dir(base: &std::path::Path, name: &str) -> PathBuf {
+    let stem = format!("{name}-{}", compact_now());
+    let mut dir = base.join(&stem);
+    let mut n = 1u32;
+    while dir.exists() {
+        n = n.saturating_add(1);
+        dir = base.join(format!("{stem}-{n}"));
+    }
+    dir
 }
 
 /// The current UTC time as `20261128T175500Z`, for directory names.

@@ -1,30 +1,34 @@
 //! Settings, in layers (the `config` crate): built-in defaults → `/etc/snapscan/agent.toml` →
 //! `/etc/snapscan/agent.d/*.toml` (in name order) → `SNAPSCAN_*` environment variables
 //! (`SNAPSCAN_UPLOAD__SINK=qflow`: a double underscore separates tables). With `--config FILE`
-//! that one file replaces the two `/etc` layers. Every table denies unknown keys, so a typo is an
-//! error at load time, not a silently ignored setting.
+//! that one file replaces the two `/etc` layers. Every table denies unknown keys, and every
+//! `SNAPSCAN_*` variable must name a setting (except [`ENV_EXEMPT`]), so a typo is an error at
+//! load time, not a silently ignored setting.
 //!
-//! The tables belong to the modules that use them: `[scan]` here, `[scanner.profiles.NAME]`
-//! ([`crate::scanner::Profile`]), `[upload]` ([`crate::upload::UploadConfig`]), `[agent]`
+//! The tables belong to the modules that use them; this module only assembles them into
+//! [`Config`]: `[scan]` ([`crate::scan::ScanConfig`]), `[scanner]`
+//! ([`crate::scanner::ScannerConfig`]), `[upload]` ([`crate::upload::UploadConfig`]), `[agent]`
 //! ([`crate::agent::AgentConfig`]), `[metadata]` ([`crate::metadata::MetadataConfig`]) and
-//! `[status]` ([`crate::agent::status::StatusConfig`]). [`load`]
-//! validates the result: every scanner profile's template, the chosen scanner's existence.
+//! `[status]` ([`crate::agent::status::StatusConfig`]). No module imports [`Config`]: each takes
+//! its own table. [`load`] validates each table and the chosen scanner's existence;
+//! [`Config::preflight`] goes further, before any disk is touched: it sets the upload sink up
+//! (URL, token) and checks that the scanner can run (program, secrets).
 //!
-//! Not here: reading secrets (the upload sink and the scanner runner read token files and
-//! environment variables themselves, when they need them, so that a secret never sits in a
-//! settings value that could be printed).
+//! Not here: reading secrets for use (the upload sink and the scanner runner read token files
+//! and environment variables themselves, so that a secret never sits in a settings value that
+//! could be printed).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::status::StatusConfig;
 use crate::agent::AgentConfig;
 use crate::metadata::MetadataConfig;
-use crate::scanner::{self, Profile};
-use crate::upload::UploadConfig;
+use crate::scan::ScanConfig;
+use crate::scanner::ScannerConfig;
+use crate::upload::{Sink, UploadConfig};
 
 /// The system configuration file.
 pub const SYSTEM_FILE: &str = "/etc/snapscan/agent.toml";
@@ -32,8 +36,9 @@ pub const SYSTEM_FILE: &str = "/etc/snapscan/agent.toml";
 pub const DROP_IN_DIR: &str = "/etc/snapscan/agent.d";
 /// Prefix of the environment variables that override settings.
 pub const ENV_PREFIX: &str = "SNAPSCAN";
-/// The name of the built-in scanner.
-pub const INVENTORY: &str = "inventory";
+/// `SNAPSCAN_*` variables that are not settings: the one-shot commands' log filter, and the
+/// test suite's own variables (`SNAPSCAN_TEST_CACHE`...).
+pub const ENV_EXEMPT: [&str; 2] = ["SNAPSCAN_LOG", "SNAPSCAN_TEST_"];
 
 /// Every setting.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -53,125 +58,73 @@ pub struct Config {
     pub status: StatusConfig,
 }
 
-/// The `[scan]` table.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ScanConfig {
-    /// The scanner run when none is named: `inventory` (built in) or a profile name.
-    pub scanner: String,
-    /// Private work area for mount points and the record of loop devices; leftovers of a
-    /// crashed run are cleaned up here at start. Default `/run/snapscan`.
-    pub work_dir: PathBuf,
-    /// Where `snapscan scan` writes results when `--output` is not given: a directory per scan
-    /// below it. Default `snapscan-results` (relative to the working directory).
-    pub results_dir: PathBuf,
-    /// Longest the native parse of one volume (OS detection) may take. Default 30.
-    pub volume_timeout_secs: u64,
-    /// Longest the built-in inventory of one disk may take. Default 300.
-    pub inventory_timeout_secs: u64,
-    /// Mount the disk's volumes with the kernel when possible (else only native parsing, which
-    /// reads ext2/3/4 and NTFS). Default true.
-    pub kernel_mounts: bool,
-    /// Directories where external scanner programs are looked up, in order (also their
-    /// `PATH`). Empty (the default): the scanner module's safe `PATH`.
-    pub scanner_search_path: Vec<PathBuf>,
-}
-
-impl Default for ScanConfig {
-    fn default() -> Self {
-        ScanConfig {
-            scanner: INVENTORY.to_owned(),
-            work_dir: PathBuf::from("/run/snapscan"),
-            results_dir: PathBuf::from("snapscan-results"),
-            volume_timeout_secs: 30,
-            inventory_timeout_secs: 300,
-            kernel_mounts: true,
-            scanner_search_path: Vec::new(),
-        }
-    }
-}
-
-/// The `[scanner]` table.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ScannerConfig {
-    /// External scanner profiles by name; they replace the built-in profiles of the same name
-    /// (`qscanner`, `command`).
-    pub profiles: BTreeMap<String, Profile>,
-}
-
 impl Config {
-    /// The profile called `name`: from the configuration, else built in. `None` for
-    /// [`INVENTORY`] and unknown names.
-    pub fn profile(&self, name: &str) -> Option<Profile> {
-        self.scanner
-            .profiles
-            .get(name)
-            .cloned()
-            .or_else(|| scanner::builtin_profiles().remove(name))
-    }
-
-    /// Every scanner name that can be chosen.
-    pub fn scanner_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = scanner::builtin_profiles().into_keys().collect();
-        names.extend(self.scanner.profiles.keys().cloned());
-        names.push(INVENTORY.to_owned());
-        names.sort();
-        names.dedup();
-        names
-    }
-
-    /// Check what serde cannot: the configured profiles and the default scanner.
+    /// Check what serde cannot, table by table, and that the default scanner exists.
     ///
     /// # Errors
     ///
     /// The first problem found, naming the table.
     pub fn validate(&self) -> anyhow::Result<()> {
-        for (name, profile) in &self.scanner.profiles {
-            profile
-                .validate()
-                .with_context(|| format!("invalid [scanner.profiles.{name}]"))?;
-        }
-        self.check_scanner(&self.scan.scanner)
+        self.scanner.validate()?;
+        self.scanner
+            .check(&self.scan.scanner)
             .context("invalid [scan] scanner")?;
+        self.scan.validate().context("invalid [scan]")?;
+        self.upload.validate().context("invalid [upload]")?;
         self.agent.validate().context("invalid [agent]")?;
         self.metadata.validate().context("invalid [metadata]")?;
         self.status.validate().context("invalid [status]")
     }
 
-    /// Error unless `name` is [`INVENTORY`] or a usable profile.
+    /// Everything a scan needs that can be checked before touching a disk: the scanner
+    /// (`scanner`, else `[scan] scanner`) can start here, its secrets are set, and the upload
+    /// sink (the configured one, or QFlow at `upload_url`) is set up, its token read.
     ///
     /// # Errors
     ///
-    /// Unknown name, or a profile that does not validate (the built-in `command` profile until
-    /// its command is configured).
-    pub fn check_scanner(&self, name: &str) -> anyhow::Result<()> {
-        if name == INVENTORY {
-            return Ok(());
-        }
-        match self.profile(name) {
-            Some(p) => p
-                .validate()
-                .with_context(|| format!("scanner profile '{name}' is not usable")),
-            None => bail!(
-                "unknown scanner '{name}' (known: {})",
-                self.scanner_names().join(", ")
-            ),
-        }
+    /// What is wrong, naming the setting, file, program or variable.
+    pub fn preflight(
+        &self,
+        scanner: Option<&str>,
+        upload_url: Option<&str>,
+    ) -> anyhow::Result<Sink> {
+        let name = scanner.unwrap_or(&self.scan.scanner);
+        self.scanner
+            .preflight(name, &self.scan.scanner_search_path, true)?;
+        Sink::from_config(&self.upload, upload_url).context("cannot set up the upload")
     }
 }
 
 /// The settings as TOML, with anything that may be a secret replaced by `***`: the values of
-/// scanner environment variables whose name suggests a secret, and passwords in URLs.
+/// scanner environment variables whose name suggests a secret, and credentials in URLs. The
+/// built-in scanner profiles are shown too (the argv a configured profile of the same name
+/// replaces); one that cannot be used as it is (`command`, until its command is set) is named
+/// in a comment.
 ///
 /// # Errors
 ///
 /// The settings cannot be encoded (not expected).
 pub fn render_redacted(cfg: &Config) -> anyhow::Result<String> {
-    let mut value = toml::Value::try_from(cfg).context("cannot encode the settings")?;
+    let mut shown = cfg.clone();
+    let mut unusable = Vec::new();
+    for (name, profile) in cfg.scanner.effective() {
+        if profile.validate().is_ok() {
+            shown.scanner.profiles.insert(name, profile);
+        } else {
+            unusable.push(name);
+        }
+    }
+    let mut value = toml::Value::try_from(&shown).context("cannot encode the settings")?;
     redact(&mut value, false);
-    let mut text = String::from("# snapscan settings in effect (secrets redacted)\n");
+    let mut text = String::from(
+        "# snapscan settings in effect (secrets redacted), built-in scanner profiles included\n",
+    );
     text.push_str(&toml::to_string_pretty(&value).context("cannot encode the settings")?);
+    for name in unusable {
+        text.push_str(&format!(
+            "# [scanner.profiles.{name}] is built in and needs its `command` set to be used\n"
+        ));
+    }
     Ok(text)
 }
 
@@ -198,7 +151,7 @@ fn redact(v: &mut toml::Value, secret: bool) {
     match v {
         toml::Value::String(s) if secret => "***".clone_into(s),
         toml::Value::String(s) => {
-            if let Some(clean) = redact_url(s) {
+            if let std::borrow::Cow::Owned(clean) = crate::redact::text(s) {
                 *s = clean;
             }
         }
@@ -210,18 +163,6 @@ fn redact(v: &mut toml::Value, secret: bool) {
         toml::Value::Array(a) => a.iter_mut().for_each(|c| redact(c, secret)),
         _ => {}
     }
-}
-
-/// `scheme://user:password@host...` without the password.
-fn redact_url(s: &str) -> Option<String> {
-    let (scheme, rest) = s.split_once("://")?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let (userinfo, _) = authority.rsplit_once('@')?;
-    let (user, _) = userinfo.split_once(':')?;
-    Some(format!(
-        "{scheme}://{user}:***@{}",
-        rest.get(userinfo.len() + 1..)?
-    ))
 }
 
 /// Load and validate the settings: `file` instead of the system layers when given.
@@ -258,7 +199,7 @@ fn load_from(file: Option<&Path>, system: &Path, drop_ins: &Path) -> anyhow::Res
             .prefix_separator("_")
             .separator("__")
             .try_parsing(true)
-            .source(Some(setting_vars(std::env::vars()))),
+            .source(Some(setting_vars(std::env::vars())?)),
     );
     let merged = builder.build().context("cannot merge the settings")?;
     let cfg: Config = merged
@@ -272,15 +213,42 @@ fn load_from(file: Option<&Path>, system: &Path, drop_ins: &Path) -> anyhow::Res
     Ok(cfg)
 }
 
-/// The environment variables that are settings: `SNAPSCAN_TABLE__KEY`. Others with the prefix
-/// (`SNAPSCAN_TEST_CACHE` of the test suite) are not, and must not fail the unknown-key check.
-fn setting_vars(vars: impl Iterator<Item = (String, String)>) -> config::Map<String, String> {
+/// The tables a `SNAPSCAN_<TABLE>__<KEY>` variable can name.
+const TABLES: [&str; 6] = ["scan", "scanner", "upload", "agent", "metadata", "status"];
+
+/// The environment variables that are settings: `SNAPSCAN_<TABLE>__<KEY>`. Every other
+/// `SNAPSCAN_*` variable is an error (`SNAPSCAN_UPLOAD_SINK` is a typo of
+/// `SNAPSCAN_UPLOAD__SINK`, and would otherwise be ignored), except [`ENV_EXEMPT`]. An unknown
+/// key within a known table is left to the tables' own unknown-field check.
+fn setting_vars(
+    vars: impl Iterator<Item = (String, String)>,
+) -> anyhow::Result<config::Map<String, String>> {
     let prefix = format!("{ENV_PREFIX}_");
-    vars.filter(|(k, _)| {
-        k.strip_prefix(&prefix)
-            .is_some_and(|rest| rest.contains("__"))
-    })
-    .collect()
+    let mut settings = config::Map::new();
+    for (k, v) in vars {
+        let Some(rest) = k.strip_prefix(&prefix) else {
+            continue;
+        };
+        if k == ENV_EXEMPT[0] || k.starts_with(ENV_EXEMPT[1]) {
+            continue;
+        }
+        let table = rest.split_once("__").map(|(t, _)| t.to_ascii_lowercase());
+        match table {
+            Some(t) if TABLES.contains(&t.as_str()) => {
+                settings.insert(k, v);
+            }
+            Some(t) => anyhow::bail!(
+                "environment variable {k} names no settings table '{t}' (tables: {})",
+                TABLES.join(", ")
+            ),
+            None => anyhow::bail!(
+                "environment variable {k} is not a setting: a setting is \
+                 {ENV_PREFIX}_<TABLE>__<KEY> with a double underscore (e.g. \
+                 {ENV_PREFIX}_UPLOAD__SINK)"
+            ),
+        }
+    }
+    Ok(settings)
 }
 
 /// Parse as TOML only to report syntax errors with the file's name.
@@ -431,12 +399,44 @@ mod tests {
         let vars = [
             ("SNAPSCAN_SCAN__SCANNER", "qscanner"),
             ("SNAPSCAN_TEST_CACHE", "/var/cache"),
+            ("SNAPSCAN_LOG", "debug"),
             ("SNAPSCANX__Y", "1"),
             ("PATH", "/bin"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()));
-        let got = setting_vars(vars.into_iter());
+        let got = setting_vars(vars.into_iter()).expect("all known");
         assert_eq!(got.keys().collect::<Vec<_>>(), ["SNAPSCAN_SCAN__SCANNER"]);
+    }
+
+    #[test]
+    fn unknown_snapscan_variables_are_errors() {
+        struct Case {
+            name: &'static str,
+            var: &'static str,
+            want: &'static str,
+        }
+        let cases = [
+            Case {
+                name: "single underscore",
+                var: "SNAPSCAN_UPLOAD_SINK",
+                want: "SNAPSCAN_UPLOAD_SINK is not a setting",
+            },
+            Case {
+                name: "unknown table",
+                var: "SNAPSCAN_UPLAOD__SINK",
+                want: "names no settings table 'uplaod'",
+            },
+            Case {
+                name: "near miss of the log variable",
+                var: "SNAPSCAN_LOGS",
+                want: "SNAPSCAN_LOGS is not a setting",
+            },
+        ];
+        for c in cases {
+            let vars = [(c.var.to_owned(), "x".to_owned())];
+            let e = setting_vars(vars.into_iter()).expect_err(c.name);
+            assert!(format!("{e:#}").contains(c.want), "case {}: {e:#}", c.name);
+        }
     }
 
     #[test]
@@ -465,7 +465,10 @@ mod tests {
             load_from(Some(&file), &dir.path().join("x"), &dir.path().join("y")).expect("valid");
         let out = render_redacted(&cfg).expect("render");
         assert!(!out.contains("hunter2") && !out.contains("s3cr3t"), "{out}");
-        assert!(out.contains("user:***@qflow.example/upload?x=1"), "{out}");
+        assert!(
+            out.contains("https://***@qflow.example/upload?x=1"),
+            "{out}"
+        );
         assert!(
             out.contains("\"eu\"") && out.contains("QFLOW_TOKEN"),
             "{out}"

@@ -33,11 +33,12 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::assignments::{self, Admission, Assignment, AttachedDisk, Policy};
-use crate::config::Config;
+use crate::agent::AgentConfig;
 use crate::disk::resolve::Resolver;
 use crate::scan::report::{OutputFile, Status, Subject};
-use crate::scan::{self, Phase, ScanRequest};
-use crate::upload::SinkKind;
+use crate::scan::{self, Phase, ScanConfig, ScanRequest};
+use crate::scanner::ScannerConfig;
+use crate::upload::Sink;
 
 /// Scans started for one job before it is failed (each crash of the agent mid-scan counts).
 pub const MAX_SCAN_ATTEMPTS: u32 = 3;
@@ -141,7 +142,7 @@ pub struct Journal {
     /// The last error (final for `failed`; for other states, what is being retried).
     #[serde(default)]
     pub error: Option<String>,
-    /// When the first scan started.
+    /// When the job started: its first step (waiting for the disk included).
     #[serde(default)]
     pub started_at: Option<String>,
     /// When the job reached a final state.
@@ -304,8 +305,14 @@ impl Store {
 /// What every job shares.
 #[derive(Clone)]
 pub struct Env {
-    /// The settings.
-    pub cfg: Arc<Config>,
+    /// The `[agent]` settings.
+    pub agent: Arc<AgentConfig>,
+    /// The `[scan]` settings.
+    pub scan: Arc<ScanConfig>,
+    /// The scanner profiles.
+    pub scanners: Arc<ScannerConfig>,
+    /// Where results go (set up once, at start).
+    pub sink: Arc<Sink>,
     /// The journals.
     pub store: Store,
     /// Finds block devices by device name.
@@ -403,10 +410,13 @@ fn transition(env: &Env, j: &mut Journal, state: State) {
 /// Wait for the disk, a slot and the device, then scan. Leaves the job `scanned` or failed.
 async fn scan_step(env: &Env, j: &mut Journal, ctl: &Control) -> Step {
     let policy = Policy {
-        allow_read_write: env.cfg.agent.scan_read_write,
-        allow_boot_disk: env.cfg.agent.scan_boot_disk,
+        allow_read_write: env.agent.scan_read_write,
+        allow_boot_disk: env.agent.scan_boot_disk,
     };
-    // The disk must be attached (the launcher may attach it after assigning it).
+    j.started_at.get_or_insert_with(now);
+    // The disk must be attached (the launcher may attach it after assigning it), within
+    // `attach_timeout_secs` of the assignment (restarts of the agent do not extend it).
+    let attach_deadline = assigned_at(j) + Duration::from_secs(env.agent.attach_timeout_secs);
     let mut disks = env.disks.clone();
     loop {
         let admission = match &*disks.borrow_and_update() {
@@ -425,9 +435,16 @@ async fn scan_step(env: &Env, j: &mut Journal, ctl: &Control) -> Step {
             ));
             save(env, j);
         }
+        let left = attach_deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
         tokio::select! {
             changed = disks.changed() => if changed.is_err() { return Step::Pause },
             () = ctl.cancel.cancelled() => return Step::Pause,
+            () = tokio::time::sleep(left) => return Step::Fail(format!(
+                "disk '{}' was not attached within {} s of the assignment (attach_timeout_secs)",
+                j.assignment.device_name, env.agent.attach_timeout_secs
+            )),
         }
     }
     let _slot = tokio::select! {
@@ -444,7 +461,7 @@ async fn scan_step(env: &Env, j: &mut Journal, ctl: &Control) -> Step {
         ));
     }
     j.error = None;
-    let wait = Duration::from_secs(env.cfg.agent.device_wait_secs);
+    let wait = Duration::from_secs(env.agent.device_wait_secs);
     let resolved = match env
         .resolver
         .resolve(&j.assignment.device_name, wait, &ctl.cancel)
@@ -456,7 +473,6 @@ async fn scan_step(env: &Env, j: &mut Journal, ctl: &Control) -> Step {
     };
     j.device = Some(resolved.device.display().to_string());
     j.scan_attempts = j.scan_attempts.saturating_add(1);
-    j.started_at.get_or_insert_with(now);
     transition(env, j, State::Resolved);
 
     let results = env.store.results_dir(j.id());
@@ -464,6 +480,16 @@ async fn scan_step(env: &Env, j: &mut Journal, ctl: &Control) -> Step {
         return Step::Fail(format!("{e:#}"));
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut fields = BTreeMap::from([(
+        "scanner_instance_id".to_owned(),
+        env.scanner_instance.clone(),
+    )]);
+    for (k, v) in &j.assignment.labels {
+        fields.insert(format!("label_{k}"), v.clone());
+    }
+    if let Some(p) = &j.assignment.source_project {
+        fields.insert("source_project".into(), p.clone());
+    }
     let req = ScanRequest {
         path: resolved.device.clone(),
         output_dir: results.clone(),
@@ -471,7 +497,7 @@ async fn scan_step(env: &Env, j: &mut Journal, ctl: &Control) -> Step {
             .assignment
             .scanner
             .clone()
-            .unwrap_or_else(|| env.cfg.scan.scanner.clone()),
+            .unwrap_or_else(|| env.scan.scanner.clone()),
         subject: Subject {
             path: resolved.device.display().to_string(),
             snapshot: Some(j.assignment.snapshot.clone()),
@@ -479,11 +505,11 @@ async fn scan_step(env: &Env, j: &mut Journal, ctl: &Control) -> Step {
             device_name: Some(j.assignment.device_name.clone()),
             job_id: Some(j.id().to_owned()),
         },
-        upload_url: None,
+        fields,
         progress: Some(tx),
         force: false,
     };
-    let produce = scan::produce(&req, &env.cfg, ctl.cancel.clone());
+    let produce = scan::produce(&req, &env.scan, &env.scanners, ctl.cancel.clone());
     tokio::pin!(produce);
     let report = loop {
         tokio::select! {
@@ -519,15 +545,7 @@ async fn scan_step(env: &Env, j: &mut Journal, ctl: &Control) -> Step {
         .to_owned(),
     );
     j.outputs = report.outputs.clone();
-    j.fields = scan::upload_fields(&req, &report);
-    j.fields
-        .insert("scanner_instance_id".into(), env.scanner_instance.clone());
-    for (k, v) in &j.assignment.labels {
-        j.fields.insert(format!("label_{k}"), v.clone());
-    }
-    if let Some(p) = &j.assignment.source_project {
-        j.fields.insert("source_project".into(), p.clone());
-    }
+    j.fields = report.upload_fields;
     j.acknowledged.clear();
     transition(env, j, State::Scanned);
     Step::Continue
@@ -552,15 +570,11 @@ async fn upload_step(env: &Env, j: &mut Journal, ctl: &Control) -> Step {
         .filter(|o| !j.acknowledged.contains_key(&o.name))
         .cloned()
         .collect();
-    let upload = scan::upload_outputs(&env.cfg, None, &dir, &pending, &j.fields);
+    let upload = scan::upload_outputs(&env.sink, &dir, &pending, &j.fields);
     let records = tokio::select! {
         r = upload => r,
         // A withdrawn assignment does not stop an upload: the results exist, send them.
         () = ctl.hard_stop.cancelled() => return Step::Pause,
-    };
-    let records = match records {
-        Ok(r) => r,
-        Err(e) => return Step::Fail(format!("{e:#}")),
     };
     let mut refused = None;
     let mut failed = None;
@@ -585,7 +599,7 @@ async fn upload_step(env: &Env, j: &mut Journal, ctl: &Control) -> Step {
     }
     if let Some(e) = failed {
         j.failed_uploads = j.failed_uploads.saturating_add(1);
-        let wait = Duration::from_secs(env.cfg.agent.upload_retry_secs.max(1));
+        let wait = Duration::from_secs(env.agent.upload_retry_secs.max(1));
         j.error = Some(format!("{e}; trying again in {} s", wait.as_secs()));
         tracing::warn!(
             job_id = j.id(),
@@ -605,7 +619,7 @@ async fn upload_step(env: &Env, j: &mut Journal, ctl: &Control) -> Step {
 
 /// Delete acknowledged results when they were sent away, then `done`.
 fn finish(env: &Env, j: &mut Journal) {
-    if env.cfg.upload.sink == SinkKind::Qflow && !env.cfg.agent.keep_uploaded {
+    if matches!(*env.sink, Sink::Qflow(_)) && !env.agent.keep_uploaded {
         let dir = env.store.results_dir(j.id());
         for name in j.acknowledged.keys() {
             if let Err(e) = std::fs::remove_file(dir.join(name)) {
@@ -631,6 +645,14 @@ fn fresh_dir(dir: &Path) -> anyhow::Result<()> {
 
 fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// When the job was assigned (its first transition); now if the journal does not say.
+fn assigned_at(j: &Journal) -> SystemTime {
+    j.history
+        .first()
+        .and_then(|t| humantime::parse_rfc3339(&t.at).ok())
+        .unwrap_or_else(SystemTime::now)
 }
 
 #[cfg(test)]

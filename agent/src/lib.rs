@@ -5,12 +5,20 @@
 //! [`disk`] (block access, partition tables, superblock probes, read-only loop devices, LVM),
 //! [`fs`] (read-only file access behind [`fs::RootFs`]: native parsers or a kernel mount),
 //! [`detect`] (OS detection over a `RootFs`), [`inspect`] (the disk report of `snapscan
-//! inspect`), [`mount`] (read-only kernel mounts), [`inventory`] (the built-in scanner),
-//! [`scanner`] (external scanners), [`upload`] (result sinks), [`scan`] (the pipeline of
+//! inspect`), [`mount`] (read-only kernel mounts), [`inventory`] (the built-in scanner), [`redact`] (credentials out of any output),
+//! [`scanner`] (external scanners), [`upload`] (result sinks), [`retry`] (the retry policy of
+//! the HTTP clients), [`scan`] (the pipeline of
 //! `snapscan scan`), [`metadata`] (the GCE metadata server), [`job`] (one assigned disk's state
 //! machine and journal), [`agent`] (the daemon), [`config`] (layered settings), [`logging`] and
 //! [`cli`] (the command line).
 #![deny(missing_docs)]
+
+/// `eprintln!` with credentials redacted ([`redact`]): every message the commands print.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        eprintln!("{}", $crate::redact::string(format_args!($($arg)*)))
+    };
+}
 
 pub mod agent;
 mod bytes;
@@ -25,12 +33,15 @@ pub mod job;
 pub mod logging;
 pub mod metadata;
 pub mod mount;
+pub mod redact;
+pub mod retry;
 pub mod scan;
 pub mod scanner;
 pub mod upload;
 
 /// An error with its causes, on one line (`error sending request: connection reset`): what the
-/// HTTP clients (metadata server, QFlow) log and report.
+/// HTTP clients (metadata server, QFlow) log and report, credentials redacted (a request error
+/// names its URL).
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -39,5 +50,5 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         s.push_str(&c.to_string());
         cur = c.source();
     }
-    s
+    redact::string(s)
 }

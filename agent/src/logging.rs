@@ -4,8 +4,13 @@
 //! span and event fields as journal fields (`JOB_ID`, `DEVICE`, `SNAPSHOT`, `STATE`); else to
 //! stderr. Its filter is `RUST_LOG` when set, else `[agent] log`.
 //!
+//! Lines on stderr pass through [`crate::redact`] (the messages themselves are redacted where
+//! they are made, which also covers the journal) and are coloured only when stderr is a
+//! terminal and `NO_COLOR` is not set.
+//!
 //! Not here: what is logged.
 
+use std::io::IsTerminal as _;
 use std::os::fd::AsRawFd as _;
 
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -17,7 +22,8 @@ pub fn init_cli() {
     let filter = EnvFilter::try_from_env("SNAPSCAN_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(redacted_stderr)
+        .with_ansi(colour())
         .try_init();
 }
 
@@ -43,9 +49,19 @@ pub fn init_agent(default_filter: &str) {
     }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
+        .with_writer(redacted_stderr)
+        .with_ansi(colour())
         .try_init();
+}
+
+fn redacted_stderr() -> crate::redact::Writer<std::io::Stderr> {
+    crate::redact::Writer(std::io::stderr())
+}
+
+/// Colour on a terminal, unless `NO_COLOR` is set (to anything but the empty string).
+fn colour() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
 }
 
 /// `JOURNAL_STREAM=DEV:INODE` matches stderr: systemd's journal is reading it.

@@ -196,16 +196,23 @@ fn several_paths_one_line_each_and_failures_counted() {
         Some(1),
         "a path that cannot be opened fails the run"
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    // One JSON object per PATH, in order; the missing one says why.
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 3, "one object per PATH: {lines:?}");
+    assert_eq!(lines[0]["os"]["id"], "debian");
+    assert_eq!(lines[1]["source"], "/nonexistent/disk.img");
     assert_eq!(
-        stdout.lines().count(),
-        2,
-        "the readable disks are still reported: {stdout}"
+        lines[1]["error"], "'/nonexistent/disk.img' does not exist",
+        "{lines:?}"
     );
+    assert_eq!(lines[2]["os"]["id"], "debian");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "one line per failure: {stderr}");
     assert!(
-        stderr.starts_with("error: failed to open '/nonexistent/disk.img'"),
+        stderr.starts_with("error: '/nonexistent/disk.img' does not exist"),
         "{stderr}"
     );
 }

@@ -21,9 +21,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use snapscan::retry::RetryConfig;
 use snapscan::upload::{
-    upload, Compression, Outcome, QflowConfig, RetryConfig, Sink, SinkKind, UploadConfig,
-    UploadItem,
+    upload, Compression, Outcome, QflowConfig, Sink, SinkKind, UploadConfig, UploadItem,
 };
 use snapscan_tests::qflow::{FakeQflow, Fault};
 

@@ -30,12 +30,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::config::Config;
 use crate::disk::resolve::Resolver;
 use crate::job::{self, Control, Journal, State, Store};
 use crate::metadata::watch::{self as mdwatch, Dir};
-use crate::metadata::{Client, Identity};
+use crate::metadata::{Client, Identity, MetadataConfig};
 use crate::mount::workspace::Workspace;
+use crate::scan::ScanConfig;
+use crate::scanner::ScannerConfig;
+use crate::upload::Sink;
 use assignments::{Assignment, AttachedDisk};
 use notify::Notifier;
 use status::Reporter;
@@ -66,6 +68,9 @@ pub struct AgentConfig {
     pub scan_read_write: bool,
     /// Scan the boot disk (index 0). Default false.
     pub scan_boot_disk: bool,
+    /// Longest wait for an assigned disk to be attached (to show in `instance/disks/`),
+    /// counted from the assignment; the job then fails. Default 900.
+    pub attach_timeout_secs: u64,
     /// Longest wait for an attached disk's block device to show up. Default 60.
     pub device_wait_secs: u64,
     /// Where udev's `google-<name>` links are. Default `/dev/disk/by-id`.
@@ -97,6 +102,7 @@ impl Default for AgentConfig {
             max_concurrent_jobs: 0,
             scan_read_write: false,
             scan_boot_disk: false,
+            attach_timeout_secs: 900,
             device_wait_secs: 60,
             by_id_dir: PathBuf::from("/dev/disk/by-id"),
             sys_dir: PathBuf::from("/sys"),
@@ -138,12 +144,30 @@ impl AgentConfig {
     }
 }
 
+/// What the daemon runs with: its own tables, those of the scans it runs, and the sink, set up
+/// (and so checked) before it starts.
+#[derive(Debug)]
+pub struct Settings {
+    /// `[agent]`.
+    pub agent: AgentConfig,
+    /// `[metadata]`.
+    pub metadata: MetadataConfig,
+    /// `[status]`.
+    pub status: status::StatusConfig,
+    /// `[scan]`.
+    pub scan: ScanConfig,
+    /// `[scanner]`.
+    pub scanners: ScannerConfig,
+    /// Where results go.
+    pub sink: Arc<Sink>,
+}
+
 /// Run the daemon until `stop` fires (SIGTERM).
 ///
 /// # Errors
 ///
 /// Only what makes running impossible: the state directory cannot be created.
-pub async fn run(cfg: Config, stop: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(cfg: Settings, stop: CancellationToken) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
     let client = Client::new(&cfg.metadata)?;
     let notifier = Notifier;
@@ -199,7 +223,7 @@ struct Running {
 }
 
 struct Agent {
-    cfg: Arc<Config>,
+    cfg: Arc<Settings>,
     identity: Identity,
     store: Store,
     stop: CancellationToken,
@@ -222,7 +246,7 @@ struct Agent {
 
 impl Agent {
     fn new(
-        cfg: Arc<Config>,
+        cfg: Arc<Settings>,
         client: Client,
         identity: Identity,
         store: Store,
@@ -252,7 +276,10 @@ impl Agent {
             ..Resolver::default()
         };
         let env = job::Env {
-            cfg: cfg.clone(),
+            agent: Arc::new(cfg.agent.clone()),
+            scan: Arc::new(cfg.scan.clone()),
+            scanners: Arc::new(cfg.scanners.clone()),
+            sink: cfg.sink.clone(),
             store: store.clone(),
             resolver: Arc::new(resolver),
             scanner_instance: identity.instance_id.clone(),
@@ -340,7 +367,11 @@ impl Agent {
             },
         };
         let cfg = self.cfg.clone();
-        let check = |name: &str| cfg.check_scanner(name).map_err(|e| format!("{e:#}"));
+        let check = |name: &str| {
+            cfg.scanners
+                .preflight(name, &cfg.scan.scanner_search_path, true)
+                .map_err(|e| format!("{e:#}"))
+        };
         let parsed = if text.trim().is_empty() {
             assignments::Parsed::default()
         } else {

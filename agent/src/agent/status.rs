@@ -92,9 +92,10 @@ impl Reporter {
         Reporter { tx }
     }
 
-    /// Set `key` to `value` (written when the rate allows).
+    /// Set `key` to `value` (written when the rate allows), credentials redacted.
     pub fn set(&self, key: &str, value: &serde_json::Value) {
-        let _ = self.tx.send(Msg::Set(key.to_owned(), value.to_string()));
+        let text = crate::redact::string(value);
+        let _ = self.tx.send(Msg::Set(key.to_owned(), text));
     }
 
     /// Wait until everything set so far is written, at most `within`.

@@ -225,12 +225,42 @@ struct PageCache {
     order: VecDeque<u64>,
 }
 
+/// Check that `path` can be read as a disk before anything is done with it: it exists, is a
+/// regular file that is not empty or a block device, and can be opened for reading. The errors
+/// name `path` as the user gave it, the same whoever runs the check (root reads through a loop
+/// device later, a user directly: both fail here first, alike).
+///
+/// # Errors
+///
+/// Why `path` is not a readable disk: `'adir' is a directory, not a disk image`.
+pub fn check_source(path: &Path) -> Result<()> {
+    use std::io::ErrorKind;
+    let p = path.display();
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => anyhow::bail!("'{p}' does not exist"),
+        Err(e) => return Err(e).with_context(|| format!("cannot open '{p}'")),
+    };
+    if meta.is_dir() {
+        anyhow::bail!("'{p}' is a directory, not a disk image");
+    }
+    if !meta.is_file() && !meta.file_type().is_block_device() {
+        anyhow::bail!("'{p}' is neither a disk image file nor a block device");
+    }
+    if meta.is_file() && meta.len() == 0 {
+        anyhow::bail!("'{p}' is empty, not a disk image");
+    }
+    File::open(path)
+        .map(drop)
+        .with_context(|| format!("cannot open '{p}'"))
+}
+
 impl Disk {
     /// Open `path` read-only. A block device's size comes from `BLKGETSIZE64`, a file's from its
     /// length.
     pub fn open(path: &Path) -> Result<Arc<Disk>> {
-        let file =
-            File::open(path).with_context(|| format!("failed to open '{}'", path.display()))?;
+        check_source(path)?;
+        let file = File::open(path).with_context(|| format!("cannot open '{}'", path.display()))?;
         let meta = file
             .metadata()
             .with_context(|| format!("failed to stat '{}'", path.display()))?;

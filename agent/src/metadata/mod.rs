@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::upload::RetryConfig;
+use crate::retry::RetryConfig;
 
 /// The default server.
 pub const DEFAULT_URL: &str = "http://169.254.169.254";

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::report::{ms_since, Method, VolumeAccess};
-use crate::config::ScanConfig;
+use super::ScanConfig;
 use crate::detect::{self, OsFamily, OsInfo};
 use crate::disk::loopdev::{self, LoopDevice};
 use crate::disk::probe::FsKind;

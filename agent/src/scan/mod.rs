@@ -20,11 +20,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, INVENTORY};
-use crate::scanner::{self, ScanContext};
+use crate::scanner::{self, ScanContext, ScannerConfig, INVENTORY};
 use crate::upload::{self, Sink, UploadItem};
 use access::{Attached, Root};
 use report::{
@@ -33,6 +33,66 @@ use report::{
 
 /// The name of the report file in the output directory.
 pub const REPORT_FILE: &str = "report.json";
+
+/// The `[scan]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScanConfig {
+    /// The scanner run when none is named: `inventory` (built in) or a profile name.
+    pub scanner: String,
+    /// Private work area for mount points and the record of loop devices; leftovers of a
+    /// crashed run are cleaned up here at start. Default `/run/snapscan`.
+    pub work_dir: PathBuf,
+    /// Where `snapscan scan` writes results when `--output` is not given: a new directory per
+    /// scan below it. Default `snapscan-results` (relative to the working directory).
+    pub results_dir: PathBuf,
+    /// Longest the native parse of one volume (OS detection) may take. Default 30.
+    pub volume_timeout_secs: u64,
+    /// Longest the built-in inventory of one disk may take. Default 300.
+    pub inventory_timeout_secs: u64,
+    /// Mount the disk's volumes with the kernel when possible (else only native parsing, which
+    /// reads ext2/3/4 and NTFS). Default true.
+    pub kernel_mounts: bool,
+    /// Directories where external scanner programs are looked up, in order (also their
+    /// `PATH`). Empty (the default): the scanner module's safe `PATH`.
+    pub scanner_search_path: Vec<PathBuf>,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig {
+            scanner: INVENTORY.to_owned(),
+            work_dir: PathBuf::from("/run/snapscan"),
+            results_dir: PathBuf::from("snapscan-results"),
+            volume_timeout_secs: 30,
+            inventory_timeout_secs: 300,
+            kernel_mounts: true,
+            scanner_search_path: Vec::new(),
+        }
+    }
+}
+
+impl ScanConfig {
+    /// Check the values.
+    ///
+    /// # Errors
+    ///
+    /// A relative work directory or search-path entry.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.work_dir.is_absolute(),
+            "work_dir '{}' must be absolute",
+            self.work_dir.display()
+        );
+        if let Some(d) = self.scanner_search_path.iter().find(|d| !d.is_absolute()) {
+            anyhow::bail!(
+                "scanner_search_path entry '{}' must be absolute",
+                d.display()
+            );
+        }
+        Ok(())
+    }
+}
 
 /// What to scan and where the results go.
 #[derive(Debug, Clone)]
@@ -45,8 +105,9 @@ pub struct ScanRequest {
     pub scanner: String,
     /// Snapshot, instance, device name and job, as known to the caller.
     pub subject: Subject,
-    /// A QFlow URL that replaces the configured sink.
-    pub upload_url: Option<String>,
+    /// Metadata fields sent with every result file besides those of the scan itself (the
+    /// agent's labels, its own instance id).
+    pub fields: BTreeMap<String, String>,
     /// Told each phase as it is reached (the agent's job journal listens).
     pub progress: Option<tokio::sync::mpsc::UnboundedSender<Phase>>,
     /// Scan a block device even when it is in use (mounted read-write, held by another device).
@@ -95,61 +156,66 @@ pub fn sanitize(raw: &str) -> String {
     }
 }
 
-/// Run one scan and upload its results. Never fails as a whole: every failure is in the
-/// report's `status` and `error`, and the report is written to the output directory whenever
-/// that directory can be written.
-pub async fn scan(req: &ScanRequest, cfg: &Config, cancel: CancellationToken) -> ScanReport {
-    let mut report = produce(req, cfg, cancel).await;
-    if report.error.is_some() {
+/// Run one scan and hand its results to `sink`. Never fails as a whole: every failure is in
+/// the report's `status` and `error`, and the report is written to the output directory
+/// whenever that directory was made. With no upload configured (the local sink without a
+/// directory) nothing is handed anywhere: the results are the output directory.
+pub async fn scan(
+    req: &ScanRequest,
+    cfg: &ScanConfig,
+    scanners: &ScannerConfig,
+    sink: &Sink,
+    cancel: CancellationToken,
+) -> ScanReport {
+    let mut report = produce(req, cfg, scanners, cancel).await;
+    report.sink = sink.destination();
+    if report.error.is_some() || report.sink.is_none() {
+        save_report(&req.output_dir, &report);
         return report;
     }
-    let dir = std::fs::canonicalize(&req.output_dir).unwrap_or_else(|_| req.output_dir.clone());
     let upload_started = Instant::now();
-    let fields = upload_fields(req, &report);
-    match upload_outputs(
-        cfg,
-        req.upload_url.as_deref(),
-        &dir,
+    report.uploads = upload_outputs(
+        sink,
+        &req.output_dir,
         &report.outputs,
-        &fields,
+        &report.upload_fields,
     )
-    .await
-    {
-        Ok(records) => {
-            if records.iter().any(|r| !r.outcome.acknowledged) {
-                report.status = report.status.max(Status::UploadFailed);
-            }
-            report.uploads = records;
-        }
-        Err(e) => {
-            report.status = Status::Failed;
-            report.error = Some(format!("{e:#}"));
-        }
+    .await;
+    if report.uploads.iter().any(|r| !r.outcome.acknowledged) {
+        report.status = report.status.max(Status::UploadFailed);
     }
     report.timings_ms.upload = ms_since(upload_started);
     report.timings_ms.total = report
         .timings_ms
         .total
         .saturating_add(report.timings_ms.upload);
-    if let Err(e) = write_report(&dir, &report) {
-        tracing::error!("{e:#}");
-    }
+    save_report(&req.output_dir, &report);
     report
 }
 
-/// Scan one disk and write its results and `report.json`, without uploading anything. Never
-/// fails as a whole, like [`scan`].
-pub async fn produce(req: &ScanRequest, cfg: &Config, cancel: CancellationToken) -> ScanReport {
+/// Write `report.json` again where [`produce`] wrote it, if it did (errors are logged).
+pub fn save_report(dir: &Path, report: &ScanReport) {
+    if report.written {
+        if let Err(e) = write_report(dir, report) {
+            tracing::error!("{e:#}");
+        }
+    }
+}
+
+/// Scan one disk and write its results and `report.json` into `req.output_dir`, without
+/// uploading anything. Never fails as a whole, like [`scan`].
+///
+/// The input is checked first: one that cannot be read as a disk leaves nothing behind. The
+/// output directory must then be new or empty (it is created if missing), so that everything in
+/// it once the scan ends is this scan's own: an external scanner works in it, and every regular
+/// file it leaves there is one of its results.
+pub async fn produce(
+    req: &ScanRequest,
+    cfg: &ScanConfig,
+    scanners: &ScannerConfig,
+    cancel: CancellationToken,
+) -> ScanReport {
     let started = Instant::now();
-    // An absolute output directory: the scanner runs in it, outputs are named relative to it.
-    let output_dir = std::fs::create_dir_all(&req.output_dir)
-        .and_then(|()| std::fs::canonicalize(&req.output_dir));
-    let req = &ScanRequest {
-        output_dir: output_dir
-            .as_ref()
-            .map_or_else(|_| req.output_dir.clone(), Clone::clone),
-        ..req.clone()
-    };
     let mut report = ScanReport {
         format: report::FORMAT,
         snapscan_version: env!("CARGO_PKG_VERSION"),
@@ -175,15 +241,27 @@ pub async fn produce(req: &ScanRequest, cfg: &Config, cancel: CancellationToken)
             ..ScannerReport::default()
         },
         outputs: Vec::new(),
+        upload_fields: BTreeMap::new(),
+        sink: None,
         uploads: Vec::new(),
         timings_ms: Timings::default(),
+        written: false,
     };
-    let result = match output_dir {
-        Ok(_) => run(req, cfg, &cancel, &mut report).await,
-        Err(e) => Err(anyhow::Error::new(e).context(format!(
-            "cannot create the output directory '{}'",
-            req.output_dir.display()
-        ))),
+    let prepared = crate::disk::reader::check_source(&req.path)
+        .and_then(|()| prepare_output_dir(&req.output_dir));
+    let result = match prepared {
+        Ok(dir) => {
+            // An absolute output directory: the scanner runs in it, outputs are named relative
+            // to it.
+            let req = &ScanRequest {
+                output_dir: dir,
+                ..req.clone()
+            };
+            let result = run(req, cfg, scanners, &cancel, &mut report).await;
+            report.written = true;
+            result
+        }
+        Err(e) => Err(e),
     };
     if let Err(e) = result {
         report.status = if cancel.is_cancelled() {
@@ -193,26 +271,64 @@ pub async fn produce(req: &ScanRequest, cfg: &Config, cancel: CancellationToken)
         };
         report.error = Some(format!("{e:#}"));
     }
+    report.upload_fields = upload_fields(req, &report);
     report.timings_ms.total = ms_since(started);
-    if let Err(e) = write_report(&req.output_dir, &report) {
-        tracing::error!("{e:#}");
-    }
+    save_report(&req.output_dir, &report);
     report
+}
+
+/// Create `dir` if needed, after [`check_output_dir`]; its absolute path.
+///
+/// # Errors
+///
+/// It cannot be created, or is not empty.
+fn prepare_output_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    check_output_dir(dir)?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the output directory '{}'", dir.display()))?;
+    std::fs::canonicalize(dir)
+        .with_context(|| format!("cannot resolve the output directory '{}'", dir.display()))
+}
+
+/// `dir` can hold a scan's results: it does not exist yet, or is an empty directory (so that
+/// nothing in it is mistaken for this scan's results).
+///
+/// # Errors
+///
+/// It is not a directory, cannot be listed, or is not empty.
+pub fn check_output_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot use '{}' as the output directory", dir.display()))
+        }
+    };
+    if entries.next().is_some() {
+        anyhow::bail!(
+            "the output directory '{}' is not empty: a scan writes its results to a new or \
+             empty directory of its own",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 async fn run(
     req: &ScanRequest,
-    cfg: &Config,
+    cfg: &ScanConfig,
+    scanners: &ScannerConfig,
     cancel: &CancellationToken,
     report: &mut ScanReport,
 ) -> anyhow::Result<()> {
-    cfg.check_scanner(&req.scanner)?;
+    scanners.check(&req.scanner)?;
     let name = req.result_name();
 
     // Open and mount on a blocking thread; the guards come back with the result.
     let (path, scan_cfg, ws_name, token, force) = (
         req.path.clone(),
-        cfg.scan.clone(),
+        cfg.clone(),
         name.clone(),
         cancel.clone(),
         req.force,
@@ -238,7 +354,7 @@ async fn run(
     }
 
     let scan_started = Instant::now();
-    let scanned = run_scanner(req, cfg, cancel, &attached, &name, report).await;
+    let scanned = run_scanner(req, cfg, scanners, cancel, &attached, &name, report).await;
     report.timings_ms.scan = ms_since(scan_started);
     // Unmount before the upload: the upload only needs the output directory.
     for e in release(attached).await {
@@ -265,7 +381,8 @@ async fn release(attached: Attached) -> Vec<String> {
 
 async fn run_scanner(
     req: &ScanRequest,
-    cfg: &Config,
+    cfg: &ScanConfig,
+    scanners: &ScannerConfig,
     cancel: &CancellationToken,
     attached: &Attached,
     name: &str,
@@ -278,7 +395,7 @@ async fn run_scanner(
     if req.scanner == INVENTORY {
         return run_inventory(req, cfg, root, name, report).await;
     }
-    let profile = cfg
+    let profile = scanners
         .profile(&req.scanner)
         .with_context(|| format!("unknown scanner '{}'", req.scanner))?;
     let mount = root.mount_path().with_context(|| {
@@ -291,7 +408,7 @@ async fn run_scanner(
     let os = root.os();
     let mut ctx = ScanContext::new(
         &req.output_dir,
-        cfg.scan.work_dir.join("cache"),
+        cfg.work_dir.join("cache"),
         req.subject
             .job_id
             .clone()
@@ -304,8 +421,8 @@ async fn run_scanner(
     ctx.instance_id = req.subject.instance_id.clone();
     ctx.disk = Some(req.path.clone());
     ctx.device_name = req.subject.device_name.clone();
-    if !cfg.scan.scanner_search_path.is_empty() {
-        ctx.search_path = cfg.scan.scanner_search_path.clone();
+    if !cfg.scanner_search_path.is_empty() {
+        ctx.search_path = cfg.scanner_search_path.clone();
     }
     let outcome = scanner::run(&req.scanner, &profile, &ctx, cancel.clone()).await;
     match outcome {
@@ -320,7 +437,11 @@ async fn run_scanner(
                     Ok(outputs)
                 }
                 scanner::Class::Retryable | scanner::Class::Fatal => {
-                    anyhow::bail!("scanner '{}' failed ({class:?})", req.scanner)
+                    let how = match report.scanner.run.as_ref().and_then(|r| r.exit_code) {
+                        Some(code) => format!("exit code {code}"),
+                        None => "killed".to_owned(),
+                    };
+                    anyhow::bail!("scanner '{}' failed: {class} ({how})", req.scanner)
                 }
             }
         }
@@ -333,12 +454,12 @@ async fn run_scanner(
 
 async fn run_inventory(
     req: &ScanRequest,
-    cfg: &Config,
+    cfg: &ScanConfig,
     root: &Root,
     name: &str,
     report: &mut ScanReport,
 ) -> anyhow::Result<Vec<PathBuf>> {
-    let timeout = Duration::from_secs(cfg.scan.inventory_timeout_secs.max(1));
+    let timeout = Duration::from_secs(cfg.inventory_timeout_secs.max(1));
     let inv = match builtin::collect(root, timeout) {
         Ok(inv) => inv,
         Err(e) => {
@@ -416,9 +537,10 @@ fn hash_file(path: &Path) -> anyhow::Result<(u64, String)> {
     Ok((n, hex::encode(h.finalize())))
 }
 
-/// The metadata fields sent with every file of a scan.
-pub fn upload_fields(req: &ScanRequest, report: &ScanReport) -> BTreeMap<String, String> {
-    let mut f = BTreeMap::new();
+/// The metadata fields sent with every file of a scan: the caller's own ([`ScanRequest::fields`])
+/// and the scan's (snapshot, instance, device, job, scan id, scanner, OS).
+fn upload_fields(req: &ScanRequest, report: &ScanReport) -> BTreeMap<String, String> {
+    let mut f = req.fields.clone();
     let mut put = |k: &str, v: Option<&str>| {
         if let Some(v) = v {
             f.insert(k.to_owned(), v.to_owned());
@@ -444,26 +566,19 @@ pub fn upload_fields(req: &ScanRequest, report: &ScanReport) -> BTreeMap<String,
     f
 }
 
-/// Hand each output file of `dir` to the sink (the configured one, or QFlow at `upload_url`),
-/// one after the other, with the same `fields`. A file the sink did not acknowledge has an
-/// unacknowledged [`UploadRecord`]; it stays in `dir`.
-///
-/// # Errors
-///
-/// The sink cannot be set up (no URL, no token): nothing was sent.
+/// Hand each output file of `dir` to `sink`, one after the other, with the same `fields`. A
+/// file the sink did not acknowledge has an unacknowledged [`UploadRecord`]; it stays in `dir`.
 pub async fn upload_outputs(
-    cfg: &Config,
-    upload_url: Option<&str>,
+    sink: &Sink,
     dir: &Path,
     outputs: &[OutputFile],
     fields: &BTreeMap<String, String>,
-) -> anyhow::Result<Vec<UploadRecord>> {
-    let sink = Sink::from_config(&cfg.upload, upload_url).context("cannot set up the upload")?;
+) -> Vec<UploadRecord> {
     let mut records = Vec::with_capacity(outputs.len());
     for out in outputs {
         let path = dir.join(&out.name);
         let outcome = match UploadItem::new(&path, fields.clone()).await {
-            Ok(item) => upload::upload(&sink, &item).await,
+            Ok(item) => upload::upload(sink, &item).await,
             Err(e) => upload::Outcome::failed(format!("{e:#}")),
         };
         records.push(UploadRecord {
@@ -471,13 +586,16 @@ pub async fn upload_outputs(
             outcome,
         });
     }
-    Ok(records)
+    records
 }
 
 /// Write `report.json` atomically.
 fn write_report(dir: &Path, report: &ScanReport) -> anyhow::Result<()> {
-    let json = serde_json::to_vec_pretty(report).context("cannot encode the report")?;
-    write_atomic(&dir.join(REPORT_FILE), &json)
+    let json = serde_json::to_string_pretty(report).context("cannot encode the report")?;
+    write_atomic(
+        &dir.join(REPORT_FILE),
+        crate::redact::text(&json).as_bytes(),
+    )
 }
 
 /// Write a file through a temporary sibling, fsync and rename, so a reader never sees half.

@@ -4,6 +4,7 @@
 //! existing ones keep their meaning. Nothing here does any work: the pipeline in [`super`]
 //! fills the report in.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -61,11 +62,20 @@ pub struct ScanReport {
     pub scanner: ScannerReport,
     /// The result files written to the output directory (`report.json` itself excluded).
     pub outputs: Vec<OutputFile>,
+    /// The metadata fields sent with every result file (`snapscan upload` of a kept scan sends
+    /// them again, so the receiver sees the same upload).
+    pub upload_fields: BTreeMap<String, String>,
+    /// Where the results were sent (`QFlow at URL`, `local directory 'DIR'`); `null` when no
+    /// upload is configured and the results are only in the output directory.
+    pub sink: Option<String>,
     /// One entry per result file handed to the sink, `report.json` excluded (it is written
     /// after them, and stays local).
     pub uploads: Vec<UploadRecord>,
     /// How long each phase took.
     pub timings_ms: Timings,
+    /// `report.json` was written to the output directory (not part of it).
+    #[serde(skip)]
+    pub written: bool,
 }
 
 /// What was scanned.
@@ -172,12 +182,13 @@ pub fn ms_since(t: std::time::Instant) -> u64 {
     u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The summary `snapscan scan` prints without `--json`.
+/// The summary `snapscan scan` prints without `--json`: plain words, every file named by its
+/// path, and what happened to the results (sent where, or kept where).
 pub fn render_summary(r: &ScanReport, output_dir: &std::path::Path) -> String {
     let mut out = String::new();
     let status = match r.status {
-        Status::Success => "success",
-        Status::Partial => "partial",
+        Status::Success => "done",
+        Status::Partial => "done, results incomplete",
         Status::UploadFailed => "upload failed (results kept locally)",
         Status::Failed => "failed",
         Status::Interrupted => "interrupted",
@@ -194,10 +205,18 @@ pub fn render_summary(r: &ScanReport, output_dir: &std::path::Path) -> String {
             d.volumes.len()
         );
     }
+    let root = r.os.as_ref().and_then(|os| os.volume);
     for a in &r.access {
+        let damaged = r
+            .disk
+            .as_ref()
+            .and_then(|d| d.volumes.get(a.volume))
+            .is_some_and(|v| v.error.is_some());
         let how = match a.method {
             Method::Kernel => "kernel mount",
             Method::Native => "native parser",
+            // Not needed: another volume holds the OS, and this one is not part of its tree.
+            Method::None if root.is_some_and(|i| i != a.volume) && !damaged => "skipped",
             Method::None => "not read",
         };
         let mut line = format!("  volume {}: {how}", a.volume);
@@ -209,8 +228,8 @@ pub fn render_summary(r: &ScanReport, output_dir: &std::path::Path) -> String {
         }
         let _ = writeln!(out, "{line}");
     }
-    match &r.os {
-        Some(os) => {
+    match (&r.os, &r.disk) {
+        (Some(os), _) => {
             let name = os
                 .pretty_name
                 .clone()
@@ -218,47 +237,75 @@ pub fn render_summary(r: &ScanReport, output_dir: &std::path::Path) -> String {
                 .unwrap_or_else(|| os.id.clone());
             let _ = writeln!(out, "  os: {name}");
         }
-        None => {
+        // Only a disk that was read can be said to hold no OS.
+        (None, Some(_)) => {
             let _ = writeln!(out, "  os: none found");
         }
+        (None, None) => {}
     }
-    let mut scanner = format!("  scanner: {}", r.scanner.name);
-    if let Some(n) = r.scanner.packages {
-        let _ = write!(scanner, ", {n} packages");
-    }
-    if let Some(run) = &r.scanner.run {
-        let _ = write!(scanner, ", {:?}", run.class);
-        if let Some(code) = run.exit_code {
-            let _ = write!(scanner, " (exit {code})");
+    if r.disk.is_some() {
+        let mut scanner = format!("  scanner: {}", r.scanner.name);
+        if let Some(n) = r.scanner.packages {
+            let _ = write!(scanner, ", {n} packages");
         }
+        if let Some(run) = &r.scanner.run {
+            let _ = write!(scanner, ", {}", run.class);
+            if let Some(code) = run.exit_code {
+                let _ = write!(scanner, " (exit code {code})");
+            }
+        }
+        if let Some(e) = &r.scanner.error {
+            let _ = write!(scanner, ": {e}");
+        }
+        let _ = writeln!(out, "{scanner}");
     }
-    if let Some(e) = &r.scanner.error {
-        let _ = write!(scanner, ": {e}");
-    }
-    let _ = writeln!(out, "{scanner}");
     for w in r.warnings.iter().chain(&r.scanner.warnings) {
         let _ = writeln!(out, "  warning: {w}");
     }
-    for u in &r.uploads {
-        let state = if u.outcome.acknowledged {
-            match (&u.outcome.receipt, u.outcome.duplicate) {
-                (_, true) => "already stored (same idempotency key)".to_owned(),
-                (Some(r), false) => format!("stored ({r})"),
-                (None, false) => "stored".to_owned(),
-            }
-        } else {
-            format!(
-                "NOT stored: {}",
-                u.outcome.error.as_deref().unwrap_or("unknown error")
-            )
-        };
-        let _ = writeln!(out, "  upload {}: {state}", u.file);
+    if !r.written {
+        return out;
     }
     let _ = writeln!(
         out,
-        "  results: {} ({} ms)",
-        output_dir.display(),
-        r.timings_ms.total
+        "  report: {}",
+        output_dir.join(super::REPORT_FILE).display()
     );
+    for o in &r.outputs {
+        let what = if o.name.ends_with(".cdx.json") {
+            "sbom"
+        } else {
+            "result"
+        };
+        let _ = writeln!(out, "  {what}: {}", output_dir.join(&o.name).display());
+    }
+    match &r.sink {
+        None if r.error.is_none() => {
+            let _ = writeln!(
+                out,
+                "  upload: none configured; results kept in {}",
+                output_dir.display()
+            );
+        }
+        None => {}
+        Some(sink) => {
+            for u in &r.uploads {
+                let state = if u.outcome.acknowledged {
+                    match (&u.outcome.receipt, u.outcome.duplicate) {
+                        (_, true) => format!("already stored at {sink} (same idempotency key)"),
+                        (Some(rc), false) => format!("stored at {sink} (receipt {rc})"),
+                        (None, false) => format!("stored at {sink}"),
+                    }
+                } else {
+                    format!(
+                        "NOT stored at {sink}: {}; kept in {}",
+                        u.outcome.error.as_deref().unwrap_or("unknown error"),
+                        output_dir.display()
+                    )
+                };
+                let _ = writeln!(out, "  upload {}: {state}", u.file);
+            }
+        }
+    }
+    let _ = writeln!(out, "  time: {} ms", r.timings_ms.total);
     out
 }

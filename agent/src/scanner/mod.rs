@@ -3,7 +3,8 @@
 //!
 //! [`profile`] holds the configuration, the built-in profiles ([`builtin_profiles`]: `qscanner`,
 //! whose invocation is an assumption until Qualys confirms it, and the generic `command`) and the
-//! argv/env template language. [`run()`] (module [`mod@run`]) runs one scanner once: it renders the
+//! argv/env template language; [`settings`] the `[scanner]` table, the lookup by name and the
+//! pre-flight check of a chosen scanner. [`run()`] (module [`mod@run`]) runs one scanner once: it renders the
 //! argv, refuses programs that lie on the scanned disk, supervises the process group (timeout,
 //! cancellation, SIGTERM then SIGKILL to the whole group, always reaped), streams and caps its
 //! output, classifies the exit ([`Class`]) and collects the output files ([`RunOutcome`]).
@@ -13,6 +14,7 @@
 
 pub mod profile;
 pub mod run;
+pub mod settings;
 
 use std::path::PathBuf;
 
@@ -20,6 +22,7 @@ use serde::Serialize;
 
 pub use profile::{builtin_profiles, EnvSource, ExitCodes, Profile, REDACTED};
 pub use run::{run, ScanContext, SAFE_PATH};
+pub use settings::{ScannerConfig, INVENTORY};
 /// The cancellation token [`run()`] takes, re-exported so that callers need no `tokio-util`.
 pub use tokio_util::sync::CancellationToken;
 
@@ -102,6 +105,18 @@ pub enum Class {
     Retryable,
     /// Anything else (another exit code, death by a signal): running again will not help.
     Fatal,
+}
+
+impl std::fmt::Display for Class {
+    /// Plain words for people: `success`, `partial`, `retryable failure`, `failure`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Class::Success => "success",
+            Class::Partial => "partial",
+            Class::Retryable => "retryable failure",
+            Class::Fatal => "failure",
+        })
+    }
 }
 
 /// Classify an ended run: a timeout or cancellation is retryable whatever the exit status

@@ -267,6 +267,32 @@ impl Profile {
         }
     }
 
+    /// The agent's environment variables the profile reads: its `{env:NAME}` placeholders and
+    /// `from_env` sources, sorted, each once.
+    pub fn env_names(&self) -> Vec<String> {
+        let mut templates: Vec<&String> = self.command.iter().collect();
+        templates.extend(self.command_windows.iter().flatten());
+        let mut names = Vec::new();
+        for source in self.env.values() {
+            match source {
+                EnvSource::Value(t) => templates.push(t),
+                EnvSource::FromEnv(var) => names.push(var.clone()),
+                EnvSource::FromFile(_) => {}
+            }
+        }
+        for t in templates {
+            // A template that does not parse uses no variable; validate() reports it.
+            for piece in parse(t).unwrap_or_default() {
+                if let Piece::Env(var) = piece {
+                    names.push(var);
+                }
+            }
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+
     fn check_template(&self, t: &str) -> Result<(), String> {
         let pieces = parse(t)?;
         if !self.cache_dir && pieces.contains(&Piece::Var(Var::CacheDir)) {

@@ -635,7 +635,7 @@ fn check_search_path(dirs: &[PathBuf], mount: Option<&Path>) -> Result<(), Scann
 }
 
 /// The canonical path of the program to execute.
-fn resolve_program(
+pub(crate) fn resolve_program(
     program: &str,
     search: &[PathBuf],
     mount: Option<&Path>,

@@ -6,7 +6,7 @@
 //! - **QFlow** ([`qflow`]): a multipart POST per file with a bearer token and metadata fields,
 //!   streamed from disk; optionally compressed ([`compress`]); above a size threshold, sent in
 //!   fixed-size parts that are each retried alone, then completed ([`qflow`] documents the wire
-//!   protocol). Retries follow [`retry`].
+//!   protocol). Retries follow [`crate::retry`].
 //!
 //! A sink never deletes or changes the file it is given: results stay on local disk whatever
 //! the outcome, and an [`Outcome`] says whether the receiver acknowledged them. Secrets (the
@@ -19,7 +19,6 @@ pub mod cli;
 pub mod compress;
 pub mod local;
 pub mod qflow;
-pub mod retry;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,8 +27,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::retry::RetryConfig;
 pub use compress::Compression;
-pub use retry::RetryConfig;
 
 /// Which sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -53,6 +52,42 @@ pub struct UploadConfig {
     pub local_dir: Option<PathBuf>,
     /// The QFlow sink.
     pub qflow: QflowConfig,
+}
+
+impl UploadConfig {
+    /// Check what can be checked without the token: a QFlow sink has a URL, and a URL given is
+    /// an http(s) URL. ([`Sink::from_config`] checks the rest, reading the token.)
+    ///
+    /// # Errors
+    ///
+    /// What is missing or wrong, naming the setting.
+    pub fn validate(&self) -> Result<(), UploadError> {
+        match (&self.qflow.url, self.sink) {
+            (Some(url), _) => parse_endpoint(url).map(drop),
+            (None, SinkKind::Qflow) => Err(no_url()),
+            (None, SinkKind::Local) => Ok(()),
+        }
+    }
+}
+
+fn no_url() -> UploadError {
+    UploadError::Config("[upload] sink = \"qflow\" needs [upload.qflow] url".into())
+}
+
+/// A QFlow endpoint: an absolute http or https URL.
+///
+/// # Errors
+///
+/// [`UploadError::Config`] naming the URL (credentials redacted).
+pub fn parse_endpoint(url: &str) -> Result<reqwest::Url, UploadError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| UploadError::Config(format!("invalid QFlow URL '{url}': {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(UploadError::Config(format!(
+            "invalid QFlow URL '{url}': not http or https"
+        )));
+    }
+    Ok(parsed)
 }
 
 /// The `[upload.qflow]` table.
@@ -271,19 +306,24 @@ impl Sink {
         let url = match (url_override, cfg.sink) {
             (Some(url), _) => url.to_owned(),
             (None, SinkKind::Local) => return Ok(Sink::Local(cfg.local_dir.clone())),
-            (None, SinkKind::Qflow) => cfg.qflow.url.clone().ok_or_else(|| {
-                UploadError::Config("[upload] sink = \"qflow\" needs [upload.qflow] url".into())
-            })?,
+            (None, SinkKind::Qflow) => cfg.qflow.url.clone().ok_or_else(no_url)?,
         };
         Ok(Sink::Qflow(Box::new(qflow::Client::new(&url, &cfg.qflow)?)))
     }
 
     /// Short description for logs (no secret).
     pub fn describe(&self) -> String {
+        self.destination()
+            .unwrap_or_else(|| "the output directory".into())
+    }
+
+    /// Where results go (no secret), `None` when nowhere: the local sink without a directory
+    /// leaves them where the scan wrote them.
+    pub fn destination(&self) -> Option<String> {
         match self {
-            Sink::Local(None) => "the output directory".into(),
-            Sink::Local(Some(dir)) => format!("local directory '{}'", dir.display()),
-            Sink::Qflow(c) => format!("QFlow at {}", c.url()),
+            Sink::Local(None) => None,
+            Sink::Local(Some(dir)) => Some(format!("local directory '{}'", dir.display())),
+            Sink::Qflow(c) => Some(format!("QFlow at {}", c.url())),
         }
     }
 }

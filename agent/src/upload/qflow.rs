@@ -39,8 +39,8 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use super::compress;
-use super::retry::{status_verdict, Verdict};
 use super::{Outcome, QflowConfig, UploadError, UploadItem};
+use crate::retry::{status_verdict, Verdict};
 
 /// Read size of the streamed file part.
 const STREAM_CHUNK: usize = 256 << 10;

@@ -1,4 +1,5 @@
-//! When and how long to wait before trying a request again.
+//! When and how long to wait before trying a request again: the one retry policy of every HTTP
+//! client (the QFlow sink, the metadata server).
 //!
 //! Retried: connection errors, timeouts, `5xx` and `429`. Not retried: every other `4xx` (a
 //! wrong token, a refused file: sending again cannot help). The wait before retry number `n`
@@ -12,7 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-/// The `[upload.qflow.retry]` table. `max_attempts = 1` disables retries (tests use it).
+/// A retry policy: the `[upload.qflow.retry]` table, and what `[metadata]` derives its backoff
+/// into. `max_attempts = 1` disables retries (tests use it).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryConfig {
