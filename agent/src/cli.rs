@@ -406,7 +406,11 @@ fn run_scan(args: &ScanArgs) -> u8 {
     let mut report = rt.block_on(async {
         let cancel = CancellationToken::new();
         let watcher = tokio::spawn(cancel_on_signal(cancel.clone()));
+        let progress =
+            crate::progress::Progress::start(&format!("{}: opening the disk", req.path.display()));
+        req.progress = Some(phase_messages(&progress, &req));
         let report = scan::scan(&req, &cfg.scan, &cfg.scanner, &sink, cancel).await;
+        progress.finish();
         let signal = if watcher.is_finished() {
             watcher.await.ok().flatten()
         } else {
@@ -443,6 +447,28 @@ fn run_scan(args: &ScanArgs) -> u8 {
         Status::Failed => EXIT_FAILURE,
         Status::Interrupted => EXIT_INTERRUPTED,
     }
+}
+
+/// A channel for the scan's phases that turns them into progress lines.
+fn phase_messages(
+    progress: &crate::progress::Progress,
+    req: &ScanRequest,
+) -> tokio::sync::mpsc::UnboundedSender<scan::Phase> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (progress, path, scanner) = (
+        progress.clone(),
+        req.path.display().to_string(),
+        req.scanner.clone(),
+    );
+    tokio::spawn(async move {
+        while let Some(phase) = rx.recv().await {
+            progress.set(match phase {
+                scan::Phase::Opened => format!("{path}: reading the volumes"),
+                scan::Phase::Detected => format!("{path}: scanning with {scanner}, then uploading"),
+            });
+        }
+    });
+    tx
 }
 
 /// A results directory of its own under `base`: `<name>-<UTC time>`, with `-2`, `-3`... when

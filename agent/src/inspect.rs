@@ -10,7 +10,8 @@
 //!
 //! It does not mount, activate LVM (no device-mapper, no LVM tools) or decrypt: XFS, Btrfs and
 //! LUKS volumes are identified (kind, label, UUID) but their contents are the scan pipeline's
-//! business.
+//! business: such a volume's `not_read` says why it was not read and what would read it, and
+//! no OS is claimed absent while one is unread.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -113,6 +114,10 @@ pub struct VolumeReport {
     pub os: Option<OsInfo>,
     /// Why this volume could not be read or parsed.
     pub error: Option<String>,
+    /// Why the volume's contents were not looked at, and what would read them (`xfs: no
+    /// native reader; `snapscan scan` as root mounts it`); `null` when they were, or when there
+    /// is nothing to read (swap, an LVM PV whose LVs are volumes of their own, unknown).
+    pub not_read: Option<String>,
     /// For an LVM logical volume: which one; `null` for a partition or whole disk.
     pub lvm: Option<LvmInfo>,
 }
@@ -348,6 +353,7 @@ fn blank(index: usize, part: Option<&Partition>, start: u64, size: u64) -> Volum
         uuid: None,
         os: None,
         error: None,
+        not_read: None,
         lvm: None,
     }
 }
@@ -366,16 +372,39 @@ fn inspect_volume(mut report: VolumeReport, vol: &Volume, opts: &Options) -> Vol
         }
     }
     match detect_os(report.filesystem, vol, opts) {
-        Ok(os) => report.os = os,
-        Err(e) => report.error = Some(e.to_string()),
+        Some(Ok(os)) => report.os = os,
+        Some(Err(e)) => report.error = Some(e.to_string()),
+        None => report.not_read = not_read(report.filesystem),
     }
     report
 }
 
-/// Native OS detection for the filesystems we can parse without the kernel; `Ok(None)` for the
+/// Why a volume of `kind` is not read natively, and what reads it; `None` when there is
+/// nothing to read.
+fn not_read(kind: FsKind) -> Option<String> {
+    let name = kind.as_str();
+    match kind {
+        FsKind::Xfs | FsKind::Btrfs | FsKind::Exfat | FsKind::Vfat => Some(format!(
+            "{name}: no native reader; `snapscan scan` as root mounts it"
+        )),
+        FsKind::CryptoLuks | FsKind::Bitlocker => {
+            Some(format!("{name}: encrypted; snapscan does not decrypt"))
+        }
+        FsKind::LinuxRaidMember => Some(format!(
+            "{name}: md RAID arrays are not assembled; scan the array's device"
+        )),
+        _ => None,
+    }
+}
+
+/// Native OS detection for the filesystems we can parse without the kernel; `None` for the
 /// others.
-fn detect_os(kind: FsKind, vol: &Volume, opts: &Options) -> Result<Option<OsInfo>, FsError> {
-    fs::with_native(kind, vol, opts.volume_timeout, |fs| detect::detect(fs)).unwrap_or(Ok(None))
+fn detect_os(
+    kind: FsKind,
+    vol: &Volume,
+    opts: &Options,
+) -> Option<Result<Option<OsInfo>, FsError>> {
+    fs::with_native(kind, vol, opts.volume_timeout, |fs| detect::detect(fs))
 }
 
 /// The short human summary `snapscan inspect` prints without `--json`.
@@ -410,10 +439,13 @@ pub fn render_text(r: &DiskReport) -> String {
                 .or_else(|| v.partition_type.clone())
                 .unwrap_or_else(|| "-".into()),
         };
-        let os = match (&v.os, &v.error) {
-            (_, Some(e)) => format!("error: {e}"),
-            (Some(os), None) => os_summary(os),
-            (None, None) => "-".into(),
+        let os = match (&v.os, &v.error, &v.not_read) {
+            (_, Some(e), _) => format!("error: {e}"),
+            (Some(os), None, _) => os_summary(os),
+            // Not needed: another volume holds the OS (an EFI system partition, a data volume).
+            (None, None, Some(_)) if r.os.is_some() => "skipped".into(),
+            (None, None, Some(why)) => format!("not read: {why}"),
+            (None, None, None) => "-".into(),
         };
         let _ = writeln!(
             out,
@@ -445,7 +477,22 @@ pub fn render_text(r: &DiskReport) -> String {
             let _ = writeln!(out, "{line}");
         }
         None => {
-            let _ = writeln!(out, "  OS: none found");
+            // Only a disk whose every volume was looked at can be said to hold no OS.
+            let unread: Vec<String> = r
+                .volumes
+                .iter()
+                .filter(|v| v.not_read.is_some())
+                .map(|v| v.index.to_string())
+                .collect();
+            if unread.is_empty() {
+                let _ = writeln!(out, "  OS: none found");
+            } else {
+                let _ = writeln!(
+                    out,
+                    "  OS: not determined: volume {} not read (see above)",
+                    unread.join(", ")
+                );
+            }
         }
     }
     out

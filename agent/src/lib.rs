@@ -5,7 +5,7 @@
 //! [`disk`] (block access, partition tables, superblock probes, read-only loop devices, LVM),
 //! [`fs`] (read-only file access behind [`fs::RootFs`]: native parsers or a kernel mount),
 //! [`detect`] (OS detection over a `RootFs`), [`inspect`] (the disk report of `snapscan
-//! inspect`), [`mount`] (read-only kernel mounts), [`inventory`] (the built-in scanner), [`redact`] (credentials out of any output),
+//! inspect`), [`mount`] (read-only kernel mounts), [`inventory`] (the built-in scanner), [`redact`] (credentials out of any output), [`progress`] (progress lines on a terminal),
 //! [`scanner`] (external scanners), [`upload`] (result sinks), [`retry`] (the retry policy of
 //! the HTTP clients), [`scan`] (the pipeline of
 //! `snapscan scan`), [`metadata`] (the GCE metadata server), [`job`] (one assigned disk's state
@@ -33,6 +33,7 @@ pub mod job;
 pub mod logging;
 pub mod metadata;
 pub mod mount;
+pub mod progress;
 pub mod redact;
 pub mod retry;
 pub mod scan;

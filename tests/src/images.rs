@@ -126,8 +126,10 @@ pub struct ExpectOs {
     pub arch: Option<&'static str>,
     /// Index into [`Expect::volumes`] of the volume holding the root.
     pub volume: usize,
-    /// Windows: the corrected product name (`"Windows 11 Pro"`).
+    /// Windows: the corrected product name (`"Windows 11 Pro"`), also `product_name`.
     pub name: Option<&'static str>,
+    /// Windows: `ProductName` as the registry has it (`"Windows 10 Pro"` on Windows 11).
+    pub registry_product_name: Option<&'static str>,
     /// Windows: build and update revision (`"22631.2861"`).
     pub build: Option<&'static str>,
 }

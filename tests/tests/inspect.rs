@@ -28,6 +28,16 @@ pub fn inspect_json(path: &Path) -> Value {
     serde_json::from_slice(&out.stdout).expect("one JSON object")
 }
 
+/// Run `snapscan inspect` (text) on one disk.
+fn inspect_text(path: &Path) -> String {
+    let out = Command::new(snapscan_tests::snapscan_bin())
+        .arg("inspect")
+        .arg(path)
+        .output()
+        .expect("run snapscan");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn natively_read(filesystem: &str) -> bool {
     matches!(filesystem, "ext2" | "ext3" | "ext4" | "ntfs")
 }
@@ -40,6 +50,20 @@ fn check(f: &Fixture) -> Vec<String> {
     };
     let r = inspect_json(&path);
     let mut bad = Vec::new();
+    // "none found" only when every volume was looked at: an XFS or Btrfs root is "not read".
+    let text = inspect_text(&path);
+    let unread_root = f.expect.os.as_ref().is_some_and(|os| {
+        f.expect
+            .volumes
+            .get(os.volume)
+            .is_some_and(|v| matches!(v.filesystem, "xfs" | "btrfs"))
+    });
+    if unread_root && !text.contains("OS: not determined: volume") {
+        bad.push(format!("an unread root is not said so:\n{text}"));
+    }
+    if f.expect.os.is_some() && text.contains("none found") {
+        bad.push(format!("a disk with an OS says none found:\n{text}"));
+    }
     let mut eq = |what: String, got: &Value, want: Value| {
         if *got != want {
             bad.push(format!("{what}: got {got}, want {want}"));
@@ -78,6 +102,19 @@ fn check(f: &Fixture) -> Vec<String> {
             format!("volume {i} has an OS"),
             &(!got["os"].is_null()).into(),
             has_os.into(),
+        );
+        // A volume with contents that were not looked at says why and what would read them.
+        let want_not_read = match filesystem {
+            "xfs" | "btrfs" | "vfat" | "exfat" => Some(format!(
+                "{filesystem}: no native reader; `snapscan scan` as root mounts it"
+            )),
+            "crypto_luks" => Some("crypto_luks: encrypted; snapscan does not decrypt".into()),
+            _ => None,
+        };
+        eq(
+            format!("volume {i} not_read"),
+            &got["not_read"],
+            want_not_read.into(),
         );
         match lv {
             None => eq(format!("volume {i} lvm"), &got["lvm"], Value::Null),
@@ -134,6 +171,17 @@ fn check(f: &Fixture) -> Vec<String> {
             eq("os.volume".into(), &got["volume"], volume.into());
             if os.family == "windows" {
                 eq("os.name".into(), &got["name"], os.name.into());
+                // JSON consumers read product_name as the product: Windows 11 says so.
+                eq(
+                    "os.product_name".into(),
+                    &got["product_name"],
+                    os.name.into(),
+                );
+                eq(
+                    "os.registry_product_name".into(),
+                    &got["registry_product_name"],
+                    os.registry_product_name.into(),
+                );
                 eq("os.build".into(), &got["build"], os.build.into());
             }
         }

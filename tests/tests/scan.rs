@@ -376,6 +376,15 @@ fn external_scanner_exit_classes() {
         let out = env.scan(&image, &["--scanner", "qscanner"]);
         let report = env.report();
         assert_eq!(out.status.code(), Some(want_exit), "exit {code}: {report}");
+        // Plain words for people, no Rust enum names.
+        let summary = String::from_utf8_lossy(&out.stdout);
+        assert!(summary.contains("scanner: qscanner"), "{summary}");
+        for debug in ["Success", "Partial", "Retryable", "Fatal", "Failure"] {
+            assert!(
+                !summary.contains(debug),
+                "'{debug}' in the summary: {summary}"
+            );
+        }
         assert_eq!(report["status"], want_status, "exit {code}");
         assert_eq!(report["scanner"]["run"]["exit_code"], code);
         let argv = report["scanner"]["run"]["argv"].to_string();
@@ -399,7 +408,7 @@ fn sigterm_stops_the_scanner_and_cleans_up() {
         eprintln!("skipped: needs root (loop devices, mounts)");
         return;
     }
-    let image = images::image("debian-lvm").expect("fixture");
+    let (_copy, image) = private_copy("debian-lvm");
     let (_tools, bin, env, mut child) = start_waiting_scan(&image);
     assert!(
         !leftovers(&image, &env.work()).is_empty(),
@@ -413,6 +422,7 @@ fn sigterm_stops_the_scanner_and_cleans_up() {
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(130));
     assert_eq!(env.report()["status"], "interrupted");
+    assert_eq!(env.report()["error"], "interrupted (SIGTERM)");
     assert!(leftovers(&image, &env.work()).is_empty());
     assert!(no_process_runs(&bin), "a stand-in process survived");
 }
@@ -423,17 +433,7 @@ fn leftovers_of_a_killed_scan_are_cleaned_by_the_next() {
         eprintln!("skipped: needs root (loop devices, mounts)");
         return;
     }
-    // A private copy: `leftovers` looks for loop devices of the image, which the other tests
-    // running in parallel may hold on a shared fixture.
-    let copy = tempfile::tempdir().expect("tempdir");
-    let image = copy.path().join("debian-ext4-gpt.img");
-    let status = Command::new("cp")
-        .arg("--sparse=always")
-        .arg(images::image("debian-ext4-gpt").expect("fixture"))
-        .arg(&image)
-        .status()
-        .expect("cp");
-    assert!(status.success(), "cannot copy the fixture");
+    let (_copy, image) = private_copy("debian-ext4-gpt");
     let (_tools, bin, env, mut child) = start_waiting_scan(&image);
     child.kill().expect("SIGKILL");
     child.wait().expect("wait");
@@ -448,6 +448,21 @@ fn leftovers_of_a_killed_scan_are_cleaned_by_the_next() {
     let out = env.scan(&image, &[]);
     assert_ok("rescan", &out);
     assert!(leftovers(&image, &env.work()).is_empty());
+}
+
+/// A sparse copy of fixture `name` of the test's own, for tests that hold a scan open: the
+/// other tests, running in parallel, check that no loop device of their image is left.
+fn private_copy(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = dir.path().join(format!("{name}.img"));
+    let status = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(images::image(name).expect("fixture"))
+        .arg(&image)
+        .status()
+        .expect("cp");
+    assert!(status.success(), "cannot copy fixture {name}");
+    (dir, image)
 }
 
 /// Start `snapscan scan --scanner qscanner` on `image` with a stand-in that waits, and return
@@ -494,6 +509,77 @@ fn kill_processes(dir: &Path) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// An input that is not a disk is named as the user gave it, with the same words as root and
+/// as an ordinary user (root attaches loop devices, a user does not), and leaves no results
+/// directory behind.
+#[test]
+fn bad_input_is_named_alike_as_root_and_as_a_user() {
+    if !is_root() {
+        eprintln!("skipped: needs root (to run as both)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // An ordinary user must be able to reach the files and write the results.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    std::fs::create_dir(dir.path().join("adir")).expect("mkdir");
+    std::fs::write(dir.path().join("empty.img"), b"").expect("write");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[scan]\nwork_dir = \"{}\"\nresults_dir = \"{}\"\n",
+            dir.path().join("work").display(),
+            dir.path().join("results").display()
+        ),
+    )
+    .expect("config");
+    let run = |input: &str, as_user: bool| {
+        let mut cmd = if as_user {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(snapscan_tests::snapscan_bin());
+            c
+        } else {
+            Command::new(snapscan_tests::snapscan_bin())
+        };
+        let out = cmd
+            .arg("scan")
+            .arg("--config")
+            .arg(&config)
+            .arg(input)
+            .current_dir(dir.path())
+            .output()
+            .expect("run snapscan");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (input, words) in [
+        ("adir", "'adir' is a directory, not a disk image"),
+        ("empty.img", "'empty.img' is empty, not a disk image"),
+        ("missing.img", "'missing.img' does not exist"),
+    ] {
+        let as_root = run(input, false);
+        assert_eq!(as_root.0, Some(1), "{input}: {}", as_root.1);
+        assert!(as_root.1.contains(words), "{input}: {}", as_root.1);
+        assert!(!as_root.1.contains("/dev/loop"), "{input}: {}", as_root.1);
+        assert_eq!(
+            run(input, true),
+            as_root,
+            "{input}: a user is told the same"
+        );
+        assert!(
+            !dir.path().join("results").exists(),
+            "{input}: a results directory was left behind"
         );
     }
 }

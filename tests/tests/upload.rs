@@ -632,3 +632,47 @@ fn two_gib_upload_keeps_memory_flat() {
     assert_eq!(stored[0].sha256, sha);
     assert_eq!(stored[0].len, SIZE);
 }
+
+/// A slow upload shows its progress on a terminal (a pseudo-terminal from `script`), and
+/// nothing when stderr is a pipe.
+#[test]
+fn progress_on_a_terminal_only() {
+    let w = Work::new();
+    let rx = FakeQflow::start(TOKEN);
+    let settings = write_settings(&w);
+    let (file, _) = w.file("big.json", 6 << 20, false);
+    let command = |rx: &FakeQflow| {
+        // About 3 s at 2 MiB/s: longer than the quiet period of 2 s.
+        rx.push_fault(Fault::SlowBody {
+            bytes_per_sec: 2 << 20,
+        });
+        format!(
+            "{} upload --config {} --upload {} {}",
+            snapscan_tests::snapscan_bin().display(),
+            settings.display(),
+            rx.url(),
+            file.display()
+        )
+    };
+    let tty = Command::new("script")
+        .args(["-qefc", &command(&rx), "/dev/null"])
+        .env("TERM", "xterm")
+        .output()
+        .expect("run script");
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success(), "{shown}");
+    assert!(
+        shown.contains("uploading") && shown.contains("MiB sent"),
+        "no progress on a terminal: {shown}"
+    );
+    let piped = Command::new("sh")
+        .args(["-c", &command(&rx)])
+        .output()
+        .expect("run snapscan");
+    assert!(piped.status.success());
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(
+        !stderr.contains("uploading"),
+        "progress in a pipe: {stderr}"
+    );
+}

@@ -39,8 +39,11 @@ pub struct OsInfo {
     pub name: Option<String>,
     /// os-release `PRETTY_NAME`; for Windows name and display version.
     pub pretty_name: Option<String>,
-    /// Windows `ProductName` as the registry has it (Windows 11 still says Windows 10).
+    /// Windows: the product (`Windows 11 Pro`), corrected for Windows 11, whose registry still
+    /// says Windows 10; the same as [`OsInfo::name`].
     pub product_name: Option<String>,
+    /// Windows `ProductName` as the registry has it (`Windows 10 Pro` on Windows 11).
+    pub registry_product_name: Option<String>,
     /// Windows build with update revision (`22631.2861`).
     pub build: Option<String>,
     /// Windows `DisplayVersion` (or `ReleaseId` on older builds): `23H2`.
@@ -68,6 +71,7 @@ impl OsInfo {
             name: None,
             pretty_name: None,
             product_name: None,
+            registry_product_name: None,
             build: None,
             display_version: None,
             edition: None,

@@ -14,8 +14,9 @@
 //! - the PE header of `System32/cmd.exe` (else `ntoskrnl.exe`) for the architecture.
 //!
 //! Windows 11 still writes "Windows 10" in `ProductName`; like other tools, a client build of
-//! 22000 or later is reported as Windows 11 in [`OsInfo::name`], while
-//! [`OsInfo::product_name`] keeps the registry's words.
+//! 22000 or later is reported as Windows 11 in [`OsInfo::name`] and [`OsInfo::product_name`]
+//! (what JSON consumers read as the product), while [`OsInfo::registry_product_name`] keeps the
+//! registry's words.
 //!
 //! It does not walk the registry or the volume, does not replay the hives' transaction logs
 //! (`*.LOG1`, `*.LOG2`): a hive of a running system is often "dirty" (its sequence numbers differ)
@@ -166,7 +167,8 @@ fn os_info(v: &CurrentVersion, hostname: Option<String>, arch: Option<&str>) -> 
         Some(dv) => format!("{name} {dv}"),
         None => name.clone(),
     });
-    os.product_name = v.product_name.clone();
+    os.product_name = os.name.clone();
+    os.registry_product_name = v.product_name.clone();
     os.display_version = v.display_version.clone();
     os.edition = v.edition_id.clone();
     os.installation_type = v.installation_type.clone();
@@ -526,7 +528,12 @@ pub(crate) mod tests {
             assert_eq!(os.pretty_name.as_deref(), c.want_pretty, "case {}", c.name);
             assert_eq!(os.version_id.as_deref(), c.want_version, "case {}", c.name);
             assert_eq!(os.build.as_deref(), c.want_build, "case {}", c.name);
-            assert_eq!(os.product_name, c.values.product_name, "case {}", c.name);
+            assert_eq!(os.product_name.as_deref(), c.want_name, "case {}", c.name);
+            assert_eq!(
+                os.registry_product_name, c.values.product_name,
+                "case {}",
+                c.name
+            );
             assert_eq!(
                 os.display_version, c.values.display_version,
                 "case {}",

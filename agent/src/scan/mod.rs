@@ -341,7 +341,18 @@ async fn run(
     report.timings_ms.open = attached.open_ms;
     report.timings_ms.mount = attached.mount_ms;
     report.timings_ms.detect = attached.detect_ms;
-    report.disk = Some(attached.disk.clone());
+    let mut disk = attached.disk.clone();
+    // `not_read` is what the native inspection could not read; a mounted volume was read.
+    for a in attached
+        .access
+        .iter()
+        .filter(|a| a.method != report::Method::None)
+    {
+        if let Some(v) = disk.volumes.get_mut(a.volume) {
+            v.not_read = None;
+        }
+    }
+    report.disk = Some(disk);
     report.access = attached.access.clone();
     report.os = attached.disk.os.clone();
     tell(req, Phase::Opened);

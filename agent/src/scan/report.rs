@@ -237,9 +237,28 @@ pub fn render_summary(r: &ScanReport, output_dir: &std::path::Path) -> String {
                 .unwrap_or_else(|| os.id.clone());
             let _ = writeln!(out, "  os: {name}");
         }
-        // Only a disk that was read can be said to hold no OS.
-        (None, Some(_)) => {
-            let _ = writeln!(out, "  os: none found");
+        // Only a disk whose every volume was read can be said to hold no OS.
+        (None, Some(d)) => {
+            let unread: Vec<String> = r
+                .access
+                .iter()
+                .filter(|a| a.method == Method::None)
+                .filter(|a| {
+                    d.volumes
+                        .get(a.volume)
+                        .is_some_and(|v| v.not_read.is_some())
+                })
+                .map(|a| a.volume.to_string())
+                .collect();
+            if unread.is_empty() {
+                let _ = writeln!(out, "  os: none found");
+            } else {
+                let _ = writeln!(
+                    out,
+                    "  os: not determined: volume {} not read",
+                    unread.join(", ")
+                );
+            }
         }
         (None, None) => {}
     }

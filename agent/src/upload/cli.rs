@@ -133,7 +133,12 @@ pub async fn run_cli(args: &UploadArgs, sink: &Sink) -> u8 {
                 send.size.unwrap_or_default()
             )),
             Ok(item) => {
+                let progress = crate::progress::Progress::start(&format!(
+                    "uploading {shown} ({})",
+                    indicatif::HumanBytes(item.len)
+                ));
                 let o = upload(sink, &item).await;
+                progress.finish();
                 if o.acknowledged {
                     Ok(format!(
                         "{}{}{}",

@@ -20,7 +20,7 @@
 //! Memory stays flat: the file part is a stream of 256 KiB reads, a chunk is one buffer of
 //! `chunk_size_bytes`. The token lives only in this client and its `Debug` hides it.
 //!
-//! Not here: the retry policy itself ([`super::retry`]), compression ([`super::compress`]).
+//! Not here: the retry policy itself ([`crate::retry`]), compression ([`super::compress`]).
 
 use std::fmt;
 use std::future::Future;
@@ -235,6 +235,7 @@ impl Client {
             );
             self.send(&what, len, outcome, || {
                 let body = bytes.clone();
+                crate::progress::sent(body.len());
                 let (url, part_sha) = (&chunk_url, &part_sha);
                 async move {
                     Ok(self
@@ -406,9 +407,12 @@ impl MultipartBody {
         let feed = Arc::clone(&hash);
         let hashing = self.known_sha.is_none();
         let file = ReaderStream::with_capacity(self.file, STREAM_CHUNK).map(move |chunk| {
-            if let (true, Ok(bytes)) = (hashing, &chunk) {
-                if let Ok(mut h) = feed.lock() {
-                    h.update(bytes);
+            if let Ok(bytes) = &chunk {
+                crate::progress::sent(bytes.len());
+                if hashing {
+                    if let Ok(mut h) = feed.lock() {
+                        h.update(bytes);
+                    }
                 }
             }
             chunk

@@ -494,6 +494,7 @@ fn linux(
         arch,
         volume: 0,
         name: None,
+        registry_product_name: None,
         build: None,
     }
 }
@@ -530,6 +531,7 @@ fn windows_expect(flavor: WindowsFlavor) -> Expect {
             arch: Some(e.arch),
             volume: 2,
             name: Some(e.name),
+            registry_product_name: Some(e.product_name),
             build: Some(e.build),
         }),
     }
