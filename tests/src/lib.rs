@@ -88,3 +88,27 @@ pub fn processes_mentioning(needle: &str) -> Vec<i32> {
     }
     pids
 }
+
+/// Whether `CI` is set to a true value (anything but empty, `0`, `false`, `no` or `off`).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| {
+        !matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "" | "0" | "false" | "no" | "off"
+        )
+    })
+}
+
+/// A test cannot run here (no root, a tool missing): under CI (see [`in_ci`]), where the test
+/// command installs every tool and runs as root, that is a failure, so this panics with
+/// `reason`; elsewhere it prints `skipped: {reason}` and the caller returns.
+///
+/// # Panics
+/// When running under CI.
+#[track_caller]
+pub fn skip(reason: &str) {
+    if in_ci() {
+        panic!("cannot run under CI (CI is set): {reason}");
+    }
+    eprintln!("skipped: {reason}");
+}

@@ -351,7 +351,7 @@ fn stored_by_job(q: &FakeQflow) -> BTreeMap<String, usize> {
 macro_rules! needs_root {
     () => {
         if !is_root() {
-            eprintln!("skipped: needs root (loop devices, mounts)");
+            snapscan_tests::skip("needs root (loop devices, mounts)");
             return;
         }
     };

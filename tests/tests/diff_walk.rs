@@ -145,7 +145,7 @@ fn volume_of(name: &str, index: usize) -> (std::path::PathBuf, u64, u64) {
 #[test]
 fn ext4_native_matches_kernel_mount() {
     if !is_root() {
-        eprintln!("skipped: needs root for loop devices and mounts");
+        snapscan_tests::skip("needs root for loop devices and mounts");
         return;
     }
     let (img, start, size) = volume_of("debian-ext4-gpt", 1);
@@ -166,7 +166,7 @@ fn ext4_native_matches_kernel_mount() {
 #[test]
 fn ntfs_native_matches_ntfs_3g_mount() {
     if !is_root() {
-        eprintln!("skipped: needs root for loop devices and FUSE mounts");
+        snapscan_tests::skip("needs root for loop devices and FUSE mounts");
         return;
     }
     let (img, start, size) = volume_of("windows-11", 2);
@@ -196,7 +196,7 @@ fn ntfs_native_matches_ntfs_3g_mount() {
 #[test]
 fn ntfs_native_matches_ntfs_3g_mount_on_many_files() {
     if !is_root() {
-        eprintln!("skipped: needs root for loop devices and FUSE mounts");
+        snapscan_tests::skip("needs root for loop devices and FUSE mounts");
         return;
     }
     let work = tempfile::tempdir().expect("work dir");

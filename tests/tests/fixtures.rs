@@ -105,7 +105,7 @@ fn concurrent_requests_build_once() {
 #[test]
 fn debian_tree_is_real() {
     if !is_root() {
-        eprintln!("note: skipped: debootstrap needs root");
+        snapscan_tests::skip("debootstrap needs root");
         return;
     }
     let root = debian_root().unwrap_or_else(|e| panic!("{e:#}"));
@@ -130,7 +130,7 @@ fn debian_tree_is_real() {
 fn check(name: &str) {
     let f = fixture(name).unwrap_or_else(|| panic!("no fixture {name}"));
     if f.needs_root && !is_root() {
-        eprintln!("note: skipped {name}: needs root");
+        snapscan_tests::skip(&format!("{name}: needs root"));
         return;
     }
     let start = Instant::now();
@@ -506,7 +506,7 @@ fn failed_fill_leaves_nothing_mounted() {
     use snapscan_tests::images::fs::{build_fs, FsKind};
     use snapscan_tests::images::guard::mount_points;
     if !is_root() {
-        eprintln!("note: skipped: filling xfs and ntfs needs root");
+        snapscan_tests::skip("filling xfs and ntfs needs root");
         return;
     }
     let work = tempfile::tempdir().expect("temp dir");

@@ -105,7 +105,7 @@ fn random_bytes_are_an_unknown_volume() {
 #[test]
 fn a_truncated_disk_reports_the_lost_partition() {
     if !is_root() {
-        eprintln!("skipped: the Debian fixture needs root to build");
+        snapscan_tests::skip("the Debian fixture needs root to build");
         return;
     }
     let dir = tempfile::tempdir().expect("tmp");
@@ -137,7 +137,7 @@ fn a_truncated_disk_reports_the_lost_partition() {
 #[test]
 fn a_wiped_primary_gpt_falls_back_to_the_backup() {
     if !is_root() {
-        eprintln!("skipped: the Debian fixture needs root to build");
+        snapscan_tests::skip("the Debian fixture needs root to build");
         return;
     }
     let dir = tempfile::tempdir().expect("tmp");
@@ -266,7 +266,7 @@ fn symlinks_never_leave_the_volume() {
 #[test]
 fn a_corrupt_ntfs_root_directory_costs_that_volume_only() {
     if !is_root() {
-        eprintln!("skipped: the Windows fixture needs root to build");
+        snapscan_tests::skip("the Windows fixture needs root to build");
         return;
     }
     let dir = tempfile::tempdir().expect("tmp");

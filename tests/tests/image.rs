@@ -42,7 +42,7 @@ fn validate(template: &Path) -> (bool, String) {
 #[test]
 fn packer_template_validates() {
     if !have("packer") {
-        eprintln!("skipped: no packer (the test command installs Debian's)");
+        snapscan_tests::skip("no packer (the test command installs Debian's)");
         return;
     }
     let template = repo().join("packer/snapscan.pkr.hcl");
@@ -65,7 +65,7 @@ fn packer_template_validates() {
 #[test]
 fn unit_exposure_is_at_most_3() {
     if !have("systemd-analyze") {
-        eprintln!("skipped: no systemd-analyze");
+        snapscan_tests::skip("no systemd-analyze");
         return;
     }
     let unit = repo().join("systemd/snapscan-agent.service");

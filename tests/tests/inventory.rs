@@ -62,7 +62,7 @@ fn triples(inv: &Inventory) -> BTreeSet<Triple> {
 #[test]
 fn debian_packages_equal_dpkg_query() {
     if !is_root() {
-        eprintln!("skipped: the Debian image needs root to build (debootstrap, loop devices)");
+        snapscan_tests::skip("the Debian image needs root to build (debootstrap, loop devices)");
         return;
     }
     let (os, inv) = scan("debian-ext4-gpt");
@@ -115,7 +115,7 @@ fn debian_packages_equal_dpkg_query() {
 #[test]
 fn windows_programs_equal_registered_ones() {
     if !is_root() {
-        eprintln!("skipped: the Windows image needs root to build (loop devices, ntfs-3g)");
+        snapscan_tests::skip("the Windows image needs root to build (loop devices, ntfs-3g)");
         return;
     }
     let (os, inv) = scan("windows-11");
@@ -226,7 +226,7 @@ fn rpm_qa(db: RpmDb) -> BTreeSet<Triple> {
 #[test]
 fn rpm_sqlite_packages_equal_rpm_qa() {
     if !is_root() {
-        eprintln!("skipped: the rpm images need root to build (rpm --root chroots)");
+        snapscan_tests::skip("the rpm images need root to build (rpm --root chroots)");
         return;
     }
     let (os, inv) = scan("rhel9-rpm-sqlite");
@@ -274,7 +274,7 @@ fn rpm_sqlite_packages_equal_rpm_qa() {
 #[test]
 fn rpm_bdb_packages_equal_rpm_qa_and_the_sqlite_db() {
     if !is_root() {
-        eprintln!("skipped: the rpm images need root to build (rpm --root chroots)");
+        snapscan_tests::skip("the rpm images need root to build (rpm --root chroots)");
         return;
     }
     let (os, inv) = scan("rhel7-rpm-bdb");

@@ -197,7 +197,7 @@ fn our_view(p: &Parsed) -> View {
 #[test]
 fn parsed_vgs_match_lvm_tools() {
     if !is_root() {
-        eprintln!("skipped: needs root for loop devices and LVM tools");
+        snapscan_tests::skip("needs root for loop devices and LVM tools");
         return;
     }
     for (name, want_pieces) in [("debian-lvm", 2), ("debian-lvm-multiseg", 4)] {
@@ -228,7 +228,7 @@ fn same_files(what: &str, native: &dyn RootFs, mount: &Path, files: &[&str]) {
 #[test]
 fn lv_root_reads_like_the_kernel_loop_mount() {
     if !is_root() {
-        eprintln!("skipped: needs root for loop devices and mounts");
+        snapscan_tests::skip("needs root for loop devices and mounts");
         return;
     }
     let p = parse("debian-lvm");
@@ -273,7 +273,7 @@ fn lv_root_reads_like_the_kernel_loop_mount() {
 #[test]
 fn multi_segment_lv_reads_as_its_segments() {
     if !is_root() {
-        eprintln!("skipped: needs root for loop devices, LVM tools and mounts");
+        snapscan_tests::skip("needs root for loop devices, LVM tools and mounts");
         return;
     }
     let p = parse("debian-lvm-multiseg");

@@ -25,7 +25,7 @@ use snapscan_tests::images::{self, is_root};
 
 fn skip() -> bool {
     if !is_root() {
-        eprintln!("skipped: needs root for loop devices and mounts");
+        snapscan_tests::skip("needs root for loop devices and mounts");
         return true;
     }
     false

@@ -390,7 +390,7 @@ fn patch(path: &Path, at: u64, bytes: &[u8]) {
 #[test]
 fn filesystems_and_containers_agree_with_blkid() {
     let Some(blkid_path) = find_tool("blkid") else {
-        println!("note: blkid not found, skipping the comparison");
+        snapscan_tests::skip("blkid not found: no comparison");
         return;
     };
     let tmp = TempDir::new("fs");
@@ -400,7 +400,7 @@ fn filesystems_and_containers_agree_with_blkid() {
     let mut failures = Vec::new();
     for (i, case) in CASES.iter().enumerate() {
         let Some(tool) = find_tool(case.tool) else {
-            println!("note: {} not found, skipping case {}", case.tool, case.name);
+            snapscan_tests::skip(&format!("case {}: {} not found", case.name, case.tool));
             continue;
         };
         let img = tmp.0.join(format!("{i}.img"));
@@ -479,11 +479,11 @@ impl Drop for Loop {
 fn lvm2_pv_agrees_with_blkid() {
     let tools = ["blkid", "losetup", "pvcreate"].map(find_tool);
     let [Some(blkid_path), Some(losetup), Some(pvcreate)] = tools else {
-        println!("note: blkid, losetup or pvcreate not found, skipping the LVM2 comparison");
+        snapscan_tests::skip("blkid, losetup or pvcreate not found: no LVM2 comparison");
         return;
     };
     if !is_root() {
-        println!("note: not root, no loop device: skipping the LVM2 comparison");
+        snapscan_tests::skip("not root, no loop device: no LVM2 comparison");
         return;
     }
     let tmp = TempDir::new("lvm");

@@ -156,7 +156,7 @@ fn assert_ok(name: &str, out: &Output) {
 #[test]
 fn debian_on_every_layout_lists_exactly_the_dpkg_packages() {
     if !is_root() {
-        eprintln!("skipped: needs root (loop devices, mounts)");
+        snapscan_tests::skip("needs root (loop devices, mounts)");
         return;
     }
     let want = expect::debian_packages();
@@ -197,7 +197,7 @@ fn debian_on_every_layout_lists_exactly_the_dpkg_packages() {
 #[test]
 fn native_fallback_when_kernel_mounts_are_off() {
     if !is_root() {
-        eprintln!("skipped: needs root to build the image");
+        snapscan_tests::skip("needs root to build the image");
         return;
     }
     let env = Env::new("kernel_mounts = false\n");
@@ -214,7 +214,7 @@ fn native_fallback_when_kernel_mounts_are_off() {
 #[test]
 fn every_os_layout_scans_with_the_right_packages() {
     if !is_root() {
-        eprintln!("skipped: needs root (loop devices, mounts)");
+        snapscan_tests::skip("needs root (loop devices, mounts)");
         return;
     }
     // rpm (sqlite and BerkeleyDB), apk, Windows (through ntfs-3g), dirty journals.
@@ -259,7 +259,7 @@ fn every_os_layout_scans_with_the_right_packages() {
 #[test]
 fn dirty_journals_are_not_replayed_and_nothing_is_written() {
     if !is_root() {
-        eprintln!("skipped: needs root (loop devices, mounts)");
+        snapscan_tests::skip("needs root (loop devices, mounts)");
         return;
     }
     for name in ["dirty-ext4", "dirty-xfs"] {
@@ -286,7 +286,7 @@ fn dirty_journals_are_not_replayed_and_nothing_is_written() {
 #[test]
 fn multi_segment_lv_is_read_natively() {
     if !is_root() {
-        eprintln!("skipped: needs root (loop devices, mounts)");
+        snapscan_tests::skip("needs root (loop devices, mounts)");
         return;
     }
     let env = Env::new("");
@@ -311,7 +311,7 @@ fn multi_segment_lv_is_read_natively() {
 #[test]
 fn hostile_disks_fail_cleanly() {
     if !is_root() {
-        eprintln!("skipped: needs root (loop devices)");
+        snapscan_tests::skip("needs root (loop devices)");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -363,7 +363,7 @@ fn stand_in_config(bin: &Path) -> String {
 #[test]
 fn external_scanner_exit_classes() {
     if !is_root() {
-        eprintln!("skipped: needs root (loop devices, mounts)");
+        snapscan_tests::skip("needs root (loop devices, mounts)");
         return;
     }
     let image = images::image("debian-lvm").expect("fixture");
@@ -405,7 +405,7 @@ fn external_scanner_exit_classes() {
 #[test]
 fn sigterm_stops_the_scanner_and_cleans_up() {
     if !is_root() {
-        eprintln!("skipped: needs root (loop devices, mounts)");
+        snapscan_tests::skip("needs root (loop devices, mounts)");
         return;
     }
     let (_copy, image) = private_copy("debian-lvm");
@@ -430,7 +430,7 @@ fn sigterm_stops_the_scanner_and_cleans_up() {
 #[test]
 fn leftovers_of_a_killed_scan_are_cleaned_by_the_next() {
     if !is_root() {
-        eprintln!("skipped: needs root (loop devices, mounts)");
+        snapscan_tests::skip("needs root (loop devices, mounts)");
         return;
     }
     let (_copy, image) = private_copy("debian-ext4-gpt");
@@ -519,7 +519,7 @@ fn kill_processes(dir: &Path) {
 #[test]
 fn bad_input_is_named_alike_as_root_and_as_a_user() {
     if !is_root() {
-        eprintln!("skipped: needs root (to run as both)");
+        snapscan_tests::skip("needs root (to run as both)");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

@@ -33,7 +33,7 @@ fn guest_attr(md: &FakeMetadata, key: &str) -> Value {
 #[test]
 fn the_image_boots_and_scans_its_assigned_disks() {
     if !is_root() {
-        eprintln!("skipped: needs root (debootstrap, loop devices)");
+        snapscan_tests::skip("needs root (debootstrap, loop devices)");
         return;
     }
     let _vm = one_vm();
@@ -54,7 +54,7 @@ fn the_image_boots_and_scans_its_assigned_disks() {
 #[test]
 fn the_image_built_by_packer_does_the_same() {
     if !is_root() || Command::new("packer").arg("version").output().is_err() {
-        eprintln!("skipped: needs root and packer");
+        snapscan_tests::skip("needs root and packer");
         return;
     }
     let _vm = one_vm();
