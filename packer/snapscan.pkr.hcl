@@ -188,6 +188,9 @@ build {
       var.qscanner_binary != "" ? [var.qscanner_binary] : []
     )
     destination = "/tmp/snapscan-image/"
+    # The binary is built before `packer build`, not before `packer validate`: check that it
+    # exists when it is uploaded.
+    generated = true
   }
 
   provisioner "shell" {

@@ -15,6 +15,8 @@ fi
 
 export SNAPSCAN_TEST_CACHE="${SNAPSCAN_TEST_CACHE:-/var/cache/snapscan-tests}"
 export CARGO_TERM_COLOR=never
+# Under CI a test whose tool or privilege is missing fails instead of skipping itself.
+export CI="${CI:-true}"
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
 
 step() { printf '\n=== %s\n' "$*"; }
@@ -24,8 +26,8 @@ step "Debian packages"
 . scripts/apt-install.sh
 apt_install e2fsprogs xfsprogs btrfs-progs dosfstools exfatprogs ntfs-3g gdisk fdisk util-linux \
     lvm2 cryptsetup-bin libhivex-bin debootstrap mtools zstd gzip curl \
-    rpm db5.3-util db-util sqlite3 gnupg gcc g++ systemd python3 \
-    qemu-system-x86 socat packer openssh-client
+    rpm db5.3-util db-util sqlite3 gnupg gpgconf gcc g++ systemd python3 \
+    qemu-system-x86 socat packer openssh-client jq
 # Node.js and npm run Google's own metadata client against the fake metadata server. Whatever
 # Node.js the machine has will do (Debian 12's is enough): install Debian's only if none.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
@@ -44,8 +46,9 @@ step "tests"
 cargo test --workspace --locked
 
 step "fuzz smoke (${FUZZ_SECONDS}s per target)"
-if ! command -v cargo-fuzz >/dev/null; then
-    cargo install cargo-fuzz --locked --quiet
+CARGO_FUZZ_VERSION=0.13.2
+if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
+    cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked --quiet --force
 fi
 scripts/fuzz-smoke.sh "$FUZZ_SECONDS"
 

@@ -9,6 +9,7 @@ pub mod gce_metadata;
 pub mod hive;
 pub mod images;
 pub mod qflow;
+pub mod scan_env;
 pub mod server;
 pub mod vm;
 pub mod windows;
@@ -111,4 +112,33 @@ pub fn skip(reason: &str) {
         panic!("cannot run under CI (CI is set): {reason}");
     }
     eprintln!("skipped: {reason}");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    #[test]
+    #[ignore = "run by skip_fails_only_under_ci in a child process"]
+    fn calls_skip() {
+        super::skip("a tool is missing");
+    }
+
+    #[test]
+    fn skip_fails_only_under_ci() {
+        let run = |ci: &str| {
+            Command::new(std::env::current_exe().expect("test binary"))
+                .args(["--ignored", "--exact", "tests::calls_skip"])
+                .env("CI", ci)
+                .output()
+                .expect("run the test binary")
+        };
+        let under_ci = run("true");
+        assert!(!under_ci.status.success(), "skip passed under CI=true");
+        assert!(String::from_utf8_lossy(&under_ci.stdout).contains("cannot run under CI"));
+        for not_ci in ["", "false", "0"] {
+            let out = run(not_ci);
+            assert!(out.status.success(), "skip failed with CI={not_ci:?}");
+        }
+    }
 }

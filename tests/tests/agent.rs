@@ -261,13 +261,7 @@ max_backoff_ms = 300
 
     /// Mounts left under the work directory.
     fn mounts(&self) -> Vec<String> {
-        let work = self.work().to_string_lossy().into_owned();
-        std::fs::read_to_string("/proc/self/mountinfo")
-            .expect("mountinfo")
-            .lines()
-            .filter(|l| l.contains(&work))
-            .map(str::to_owned)
-            .collect()
+        snapscan_tests::scan_env::mounts_under(&self.work())
     }
 }
 
@@ -787,4 +781,142 @@ fn config_check_and_bad_config() {
             "{out:?}"
         );
     }
+}
+
+#[test]
+fn a_disk_never_attached_fails_its_job_after_attach_timeout_secs() {
+    needs_root!();
+    let (_q, port) = receiver();
+    let mut h = Harness::new(port, "[agent]\nattach_timeout_secs = 3\n");
+    h.start();
+    h.assign(&json!([assignment("job-x", "never-attached")]));
+    h.wait_job("job-x", "failed", 30);
+    h.wait("the guest attribute to say failed", 30, |h| {
+        h.guest("job-x")["state"] == "failed"
+    });
+    let guest = h.guest("job-x");
+    let error = guest["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("was not attached within 3 s") && error.contains("attach_timeout_secs"),
+        "{guest}"
+    );
+    assert!(
+        guest["started_at"].is_string(),
+        "a failed job has started_at: {guest}"
+    );
+    assert_eq!(h.stop(nix::sys::signal::Signal::SIGTERM), Some(0));
+}
+
+/// Run `snapscan agent` (or `config check`) with `config`, the metadata server unreachable: a
+/// setting checked at start-up ends it with exit 2 at once; one that is not would leave it
+/// waiting for the metadata server, so give up after 20 s.
+fn start_up_exit(args: &[&str], config: &Path) -> (Option<i32>, String) {
+    let mut child = Command::new(snapscan_tests::snapscan_bin())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("GCE_METADATA_HOST", format!("127.0.0.1:{}", free_port()))
+        .env_remove("QFLOW_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run snapscan");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+    }
+    (status.and_then(|s| s.code()), stderr)
+}
+
+#[test]
+fn an_unusable_sink_or_scanner_stops_the_agent_before_ready() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let not_executable = dir.path().join("scan");
+    std::fs::write(&not_executable, "#!/bin/sh\n").expect("program");
+    let not_executable = format!(
+        "[scan]\nscanner = \"mine\"\n[scanner.profiles.mine]\ncommand = [\"{}\"]\n",
+        not_executable.display()
+    );
+    let cases = [
+        (
+            "[upload]\nsink = \"qflow\"\n",
+            "sink = \"qflow\" needs [upload.qflow] url",
+        ),
+        (
+            "[upload]\nsink = \"qflow\"\n[upload.qflow]\nurl = \"notaurl\"\n",
+            "invalid QFlow URL 'notaurl'",
+        ),
+        (
+            "[upload]\nsink = \"qflow\"\n[upload.qflow]\nurl = \"ftp://qflow.example/up\"\n",
+            "not http or https",
+        ),
+        (
+            "[upload]\nsink = \"qflow\"\n[upload.qflow]\nurl = \"https://qflow.example/up\"\n",
+            "no QFlow token",
+        ),
+        (not_executable.as_str(), "not found"),
+        (
+            "[upload]\nsink = \"qflow\"\n[upload.qflow]\nurl = \"https://qflow.example/up\"\n\
+             token_file = \"/nonexistent/qflow.token\"\n",
+            "/nonexistent/qflow.token",
+        ),
+        (
+            "[scan]\nscanner = \"mine\"\n[scanner.profiles.mine]\n\
+             command = [\"/nonexistent/bin/scan\", \"{mount}\"]\n",
+            "/nonexistent/bin/scan",
+        ),
+        (
+            "[scan]\nscanner = \"mine\"\n[scanner.profiles.mine]\n\
+             command = [\"/bin/true\", \"{env:SNAPSCAN_TEST_UNSET_VARIABLE}\"]\n",
+            "SNAPSCAN_TEST_UNSET_VARIABLE",
+        ),
+    ];
+    for (n, (settings, says)) in cases.iter().enumerate() {
+        let config = dir.path().join(format!("bad-{n}.toml"));
+        std::fs::write(
+            &config,
+            format!("{settings}\n[agent]\nstate_dir = \"{}\"\n", state.display()),
+        )
+        .expect("config");
+        for args in [&["agent"][..], &["config", "check"][..]] {
+            let (code, stderr) = start_up_exit(args, &config);
+            assert_eq!(code, Some(2), "{args:?} with {settings}: {stderr}");
+            assert!(
+                stderr.contains(says),
+                "{args:?} with {settings}: wanted \"{says}\" in {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn config_check_shows_the_built_in_profiles_it_would_run() {
+    let out = Command::new(snapscan_tests::snapscan_bin())
+        .args(["config", "check", "--config", "/dev/null"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let qscanner = text
+        .split("[scanner.profiles.qscanner]")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no qscanner profile in:\n{text}"));
+    assert!(
+        qscanner.contains("\"vmsnapshot\"") && qscanner.contains("{mount}"),
+        "{text}"
+    );
+    assert!(text.contains("[scanner.profiles.command]"), "{text}");
 }

@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use snapscan::disk::loopdev::{set_read_only, LoopDevice};
+use snapscan::disk::loopdev::{LoopDevice, ReadOnlyFlag};
 use snapscan::disk::probe::FsKind;
 use snapscan::disk::reader::{Budget, Disk};
 use snapscan::fs::host::{self, HostTree};
@@ -192,9 +192,18 @@ fn a_read_only_loop_device_refuses_writes_and_windows_a_partition() {
     assert_eq!(getro(rw.path()), "0");
     // The flag outlives the binding: clear it (even on panic) before the device is reused.
     let reset = ClearReadOnly(rw.path().to_owned());
-    set_read_only(rw.path()).expect("set read-only");
+    let flag = ReadOnlyFlag::set(rw.path()).expect("set read-only");
+    assert!(!flag.was_read_only());
     assert_eq!(getro(rw.path()), "1");
     assert!(write_refused(rw.path()));
+    flag.restore().expect("restore");
+    assert_eq!(getro(rw.path()), "0", "the flag was not put back");
+    // Set before: it stays set.
+    run(tool("blockdev").arg("--setro").arg(rw.path()), None).expect("setro");
+    let flag = ReadOnlyFlag::set(rw.path()).expect("set read-only");
+    assert!(flag.was_read_only());
+    drop(flag);
+    assert_eq!(getro(rw.path()), "1", "a flag set before was cleared");
     drop(reset);
     assert_eq!(getro(rw.path()), "0");
     rw.detach().expect("detach");

@@ -12,6 +12,7 @@ use serde_json::Value;
 use snapscan_tests::expect::{self, Triple};
 use snapscan_tests::images::rpm::{self, RpmDb};
 use snapscan_tests::images::{self, is_root};
+use snapscan_tests::scan_env::{mounts_under, ScanEnv};
 use snapscan_tests::windows::{self, WindowsFlavor};
 
 /// What a scan left behind on the host: loop devices over the image, mounts under the work
@@ -27,11 +28,8 @@ fn leftovers(image: &Path, work: &Path) -> Vec<String> {
     if !text.trim().is_empty() {
         found.push(format!("loop devices: {text}"));
     }
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    for line in mounts.lines() {
-        if line.contains(&*work.to_string_lossy()) {
-            found.push(format!("mount: {line}"));
-        }
+    for line in mounts_under(work) {
+        found.push(format!("mount: {line}"));
     }
     if let Ok(entries) = std::fs::read_dir(work) {
         for e in entries.flatten() {
@@ -41,63 +39,6 @@ fn leftovers(image: &Path, work: &Path) -> Vec<String> {
         }
     }
     found
-}
-
-/// A scan environment: a private work directory and config file.
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new(extra_config: &str) -> Env {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = format!(
-            "[scan]\nwork_dir = \"{}\"\n{extra_config}",
-            dir.path().join("work").display()
-        );
-        std::fs::write(dir.path().join("config.toml"), config).expect("config");
-        Env { dir }
-    }
-
-    fn work(&self) -> PathBuf {
-        self.dir.path().join("work")
-    }
-
-    fn out(&self) -> PathBuf {
-        self.dir.path().join("out")
-    }
-
-    /// Run `snapscan scan` on `image` with `args`.
-    fn scan(&self, image: &Path, args: &[&str]) -> Output {
-        self.command(image, args)
-            .output()
-            .expect("run snapscan scan")
-    }
-
-    /// The `snapscan scan` command line, not started.
-    fn command(&self, image: &Path, args: &[&str]) -> Command {
-        let mut cmd = Command::new(snapscan_tests::snapscan_bin());
-        cmd.arg("scan")
-            .arg("--config")
-            .arg(self.dir.path().join("config.toml"))
-            .arg("--output")
-            .arg(self.out())
-            .args(args)
-            .arg(image)
-            .env("QUALYS_URL", "https://qualys.invalid")
-            .env("QUALYS_AUTH_TOKEN", "test-token");
-        cmd
-    }
-
-    fn report(&self) -> Value {
-        let text = std::fs::read(self.out().join("report.json")).expect("report.json");
-        serde_json::from_slice(&text).expect("report.json is JSON")
-    }
-
-    fn sbom(&self, name: &str) -> Value {
-        let text = std::fs::read(self.out().join(format!("{name}.cdx.json"))).expect("sbom");
-        serde_json::from_slice(&text).expect("sbom is JSON")
-    }
 }
 
 /// `(name, version, arch)` of every component of an SBOM, from its purl.
@@ -123,7 +64,7 @@ fn sbom_triples(bom: &Value) -> BTreeSet<Triple> {
 
 /// Scan fixture `name` with the built-in inventory; check the image is unchanged and nothing
 /// is left behind; return the report and the SBOM.
-fn scan_fixture(name: &str, env: &Env, args: &[&str]) -> (Value, Value, Output) {
+fn scan_fixture(name: &str, env: &ScanEnv, args: &[&str]) -> (Value, Value, Output) {
     let image = images::image(name).expect("fixture");
     let before = expect::sha256_file(&image);
     let out = env.scan(&image, args);
@@ -169,7 +110,7 @@ fn debian_on_every_layout_lists_exactly_the_dpkg_packages() {
         ("debian-logical", "kernel"),
     ];
     for (name, method) in cases {
-        let env = Env::new("");
+        let env = ScanEnv::new("");
         let (report, sbom, out) = scan_fixture(name, &env, &[]);
         assert_ok(name, &out);
         assert_eq!(report["status"], "success", "{name}: {report}");
@@ -200,7 +141,7 @@ fn native_fallback_when_kernel_mounts_are_off() {
         snapscan_tests::skip("needs root to build the image");
         return;
     }
-    let env = Env::new("kernel_mounts = false\n");
+    let env = ScanEnv::new("kernel_mounts = false\n");
     let (report, sbom, out) = scan_fixture("debian-ext4-gpt", &env, &[]);
     assert_ok("native", &out);
     let root = report["os"]["volume"].as_u64().expect("root") as usize;
@@ -222,7 +163,7 @@ fn every_os_layout_scans_with_the_right_packages() {
         ("rhel9-rpm-sqlite", RpmDb::Sqlite),
         ("rhel7-rpm-bdb", RpmDb::Bdb),
     ] {
-        let env = Env::new("");
+        let env = ScanEnv::new("");
         let (report, sbom, out) = scan_fixture(name, &env, &[]);
         assert_ok(name, &out);
         let root = rpm::rpm_root(db).expect("rpm root");
@@ -231,13 +172,13 @@ fn every_os_layout_scans_with_the_right_packages() {
         assert_eq!(sbom_triples(&sbom), want, "{name}");
         assert_eq!(report["os"]["family"], "linux", "{name}");
     }
-    let env = Env::new("");
+    let env = ScanEnv::new("");
     let (report, sbom, out) = scan_fixture("alpine", &env, &[]);
     assert_ok("alpine", &out);
     assert_eq!(report["os"]["id"], "alpine");
     assert_eq!(sbom_triples(&sbom).len(), 2);
 
-    let env = Env::new("");
+    let env = ScanEnv::new("");
     let (report, sbom, out) = scan_fixture("windows-11", &env, &[]);
     assert_ok("windows-11", &out);
     assert_eq!(report["os"]["family"], "windows");
@@ -263,7 +204,7 @@ fn dirty_journals_are_not_replayed_and_nothing_is_written() {
         return;
     }
     for name in ["dirty-ext4", "dirty-xfs"] {
-        let env = Env::new("");
+        let env = ScanEnv::new("");
         let image = images::image(name).expect("fixture");
         let before = expect::sha256_file(&image);
         let out = env.scan(&image, &[]);
@@ -289,7 +230,7 @@ fn multi_segment_lv_is_read_natively() {
         snapscan_tests::skip("needs root (loop devices, mounts)");
         return;
     }
-    let env = Env::new("");
+    let env = ScanEnv::new("");
     let image = images::image("debian-lvm-multiseg").expect("fixture");
     let _ = env.scan(&image, &[]);
     let report = env.report();
@@ -323,7 +264,7 @@ fn hostile_disks_fail_cleanly() {
     let empty = dir.path().join("empty.img");
     std::fs::write(&empty, b"").expect("write");
     for image in [&random, &empty] {
-        let env = Env::new("");
+        let env = ScanEnv::new("");
         let before = expect::sha256_file(image);
         let out = env.scan(image, &[]);
         assert_eq!(out.status.code(), Some(1), "{}", image.display());
@@ -372,7 +313,7 @@ fn external_scanner_exit_classes() {
     {
         let tools = tempfile::tempdir().expect("tempdir");
         let bin = stand_in(tools.path(), code, false);
-        let env = Env::new(&stand_in_config(&bin));
+        let env = ScanEnv::new(&stand_in_config(&bin));
         let out = env.scan(&image, &["--scanner", "qscanner"]);
         let report = env.report();
         assert_eq!(out.status.code(), Some(want_exit), "exit {code}: {report}");
@@ -468,10 +409,10 @@ fn private_copy(name: &str) -> (tempfile::TempDir, PathBuf) {
 /// Start `snapscan scan --scanner qscanner` on `image` with a stand-in that waits, and return
 /// once the stand-in runs (the disk is mounted then): the stand-in's directory, its `bin`, the
 /// environment and the running snapscan.
-fn start_waiting_scan(image: &Path) -> (tempfile::TempDir, PathBuf, Env, std::process::Child) {
+fn start_waiting_scan(image: &Path) -> (tempfile::TempDir, PathBuf, ScanEnv, std::process::Child) {
     let tools = tempfile::tempdir().expect("tempdir");
     let bin = stand_in(tools.path(), 0, true);
-    let env = Env::new(&stand_in_config(&bin));
+    let env = ScanEnv::new(&stand_in_config(&bin));
     let child = env
         .command(image, &["--scanner", "qscanner"])
         .stdout(Stdio::null())
@@ -582,4 +523,77 @@ fn bad_input_is_named_alike_as_root_and_as_a_user() {
             "{input}: a results directory was left behind"
         );
     }
+}
+
+/// Whether `text` holds an SGR (colour) escape sequence: `ESC [ digits;... m`.
+fn has_colour(text: &str) -> bool {
+    text.match_indices("\x1b[").any(|(at, _)| {
+        let rest = &text[at + 2..];
+        let params = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == ';')
+            .count();
+        rest[params..].starts_with('m')
+    })
+}
+
+#[test]
+fn log_levels_show_what_the_readme_says_coloured_only_on_a_terminal() {
+    if !is_root() {
+        snapscan_tests::skip("needs root (kernel mounts are what debug shows)");
+        return;
+    }
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/debian-mini.img");
+    let env = ScanEnv::new("");
+    let command = |level: &str, n: u32| {
+        format!(
+            "SNAPSCAN_LOG={level} '{}' scan --config '{}' --output '{}' '{}'",
+            snapscan_tests::snapscan_bin().display(),
+            env.config().display(),
+            env.dir.path().join(format!("out-{level}-{n}")).display(),
+            sample.display()
+        )
+    };
+    let piped = |level: &str| {
+        let out = Command::new("sh")
+            .args(["-c", &command(level, 0)])
+            .env_remove("NO_COLOR")
+            .output()
+            .expect("run snapscan");
+        assert_ok(level, &out);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // README: warn (the default) shows only problems; info adds clean-ups and upload attempts;
+    // debug adds every mount, unmount and refused mount option.
+    let warn = piped("warn");
+    assert!(!warn.contains("INFO") && !warn.contains("DEBUG"), "{warn}");
+    let debug = piped("debug");
+    assert!(
+        debug.contains("mounted read-only"),
+        "debug shows no mount: {debug}"
+    );
+    assert!(
+        debug.contains("unmounted"),
+        "debug shows no unmount: {debug}"
+    );
+    assert!(!piped("info").contains("mounted read-only"));
+    assert!(!has_colour(&debug), "colour in a pipe: {debug:?}");
+
+    let on_terminal = |no_color: Option<&str>, n: u32| {
+        let mut script = Command::new("script");
+        script
+            .args(["-qefc", &command("debug", n), "/dev/null"])
+            .env("TERM", "xterm")
+            .env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            script.env("NO_COLOR", v);
+        }
+        let out = script.output().expect("run script");
+        assert_ok("terminal", &out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(has_colour(&on_terminal(None, 1)), "no colour on a terminal");
+    let plain = on_terminal(Some("1"), 2);
+    assert!(plain.contains("mounted read-only"), "{plain}");
+    assert!(!has_colour(&plain), "colour with NO_COLOR: {plain:?}");
 }

@@ -1,5 +1,5 @@
 //! Read-only loop devices, made with the kernel's loop ioctls, and the block-device read-only
-//! flag (`BLKROSET`).
+//! flag (`BLKROSET`) as a guard that puts it back.
 //!
 //! [`LoopDevice::attach_read_only`] opens the backing file (an image or a block device) with
 //! `O_RDONLY`, asks `/dev/loop-control` for a free device, opens it `O_RDONLY` too, and binds it
@@ -12,6 +12,14 @@
 //! Because of `LO_FLAGS_AUTOCLEAR`, the kernel detaches the device by itself at its last close:
 //! the guard holds it open, a mount holds it while mounted, so a crashed process leaves at most
 //! devices that are still mounted (see `crate::mount::Workspace::cleanup_leftovers`).
+//!
+//! [`ReadOnlyFlag::set`] reads a block device's read-only flag (`BLKROGET`), sets it
+//! (`BLKROSET`), checks it took, and keeps the device open; [`ReadOnlyFlag::restore`] (or
+//! dropping the guard: an error, a panic unwinding, a cancelled scan) clears it again if it was
+//! clear before, and leaves it alone if it was already set. The flag belongs to the device, not
+//! to an opener, and on a loop device it outlives the binding, so a flag left behind would make
+//! the device read-only for its next user. A process killed outright (`SIGKILL`) cannot put it
+//! back; nothing records it for a later run.
 //!
 //! What this module does not do: partition scanning (`LO_FLAGS_PARTSCAN`: callers give offsets),
 //! direct I/O, or anything writable. It parses nothing from the disk.
@@ -366,22 +374,82 @@ pub fn detach_leftover(binding: &LoopBinding) -> Result<bool, LoopError> {
     Ok(true)
 }
 
-/// Set the kernel's read-only flag of block device `dev` (`BLKROSET`) and check it took
-/// (`BLKROGET`). After this the kernel refuses writes to the device from anyone.
-pub fn set_read_only(dev: &Path) -> Result<(), LoopError> {
-    let file =
-        File::open(dev).map_err(|e| io_err(format!("open '{}' read-only", dev.display()), e))?;
-    ioctl::set_block_read_only(&file, true)
-        .map_err(|e| io_err(format!("set '{}' read-only (BLKROSET)", dev.display()), e))?;
-    let ro = ioctl::is_block_read_only(&file)
-        .map_err(|e| io_err(format!("read the read-only flag of '{}'", dev.display()), e))?;
-    if !ro {
-        return Err(LoopError::NotReadOnly {
+/// A block device's read-only flag, set by [`ReadOnlyFlag::set`] and put back as it was by
+/// [`ReadOnlyFlag::restore`] or on drop (see the module docs).
+#[derive(Debug)]
+pub struct ReadOnlyFlag {
+    device: PathBuf,
+    /// Held open for the restore, until the guard goes.
+    file: File,
+    /// The flag before [`ReadOnlyFlag::set`].
+    was_read_only: bool,
+    /// Whether the flag is still to be put back.
+    armed: bool,
+}
+
+impl ReadOnlyFlag {
+    /// Read the flag of `dev`, set it, and check that it took.
+    pub fn set(dev: &Path) -> Result<ReadOnlyFlag, LoopError> {
+        let file = File::open(dev)
+            .map_err(|e| io_err(format!("open '{}' read-only", dev.display()), e))?;
+        let what = || format!("read the read-only flag of '{}'", dev.display());
+        let was_read_only = ioctl::is_block_read_only(&file).map_err(|e| io_err(what(), e))?;
+        // From here on the guard puts the flag back, whatever fails next.
+        let guard = ReadOnlyFlag {
             device: dev.to_owned(),
-            detail: "BLKROGET still says writable after BLKROSET".into(),
-        });
+            file,
+            was_read_only,
+            armed: true,
+        };
+        if !was_read_only {
+            ioctl::set_block_read_only(&guard.file, true)
+                .map_err(|e| io_err(format!("set '{}' read-only (BLKROSET)", dev.display()), e))?;
+        }
+        if !ioctl::is_block_read_only(&guard.file).map_err(|e| io_err(what(), e))? {
+            return Err(LoopError::NotReadOnly {
+                device: dev.to_owned(),
+                detail: "BLKROGET still says writable after BLKROSET".into(),
+            });
+        }
+        tracing::debug!(device = %dev.display(), was_read_only, "set the block device read-only");
+        Ok(guard)
     }
-    Ok(())
+
+    /// Whether the flag was already set before.
+    pub fn was_read_only(&self) -> bool {
+        self.was_read_only
+    }
+
+    /// Put the flag back as it was, now.
+    pub fn restore(mut self) -> Result<(), LoopError> {
+        self.restore_now()
+    }
+
+    /// Clear the flag if it was clear before. Idempotent.
+    fn restore_now(&mut self) -> Result<(), LoopError> {
+        if !std::mem::replace(&mut self.armed, false) || self.was_read_only {
+            return Ok(());
+        }
+        ioctl::set_block_read_only(&self.file, false).map_err(|e| {
+            io_err(
+                format!(
+                    "put back the read-only flag of '{}' (BLKROSET 0)",
+                    self.device.display()
+                ),
+                e,
+            )
+        })?;
+        tracing::debug!(device = %self.device.display(), "cleared the read-only flag again");
+        Ok(())
+    }
+}
+
+impl Drop for ReadOnlyFlag {
+    fn drop(&mut self) {
+        if let Err(e) = self.restore_now() {
+            tracing::warn!(device = %self.device.display(), error = %e, "failed to put back the read-only flag");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -419,12 +487,12 @@ mod tests {
     }
 
     #[test]
-    fn set_read_only_refuses_a_regular_file() {
+    fn the_read_only_flag_of_a_regular_file_cannot_be_set() {
         let dir = std::env::temp_dir().join(format!("snapscan-loopdev-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let f = dir.join("plain");
         std::fs::write(&f, b"x").expect("write");
-        let got = set_read_only(&f);
+        let got = ReadOnlyFlag::set(&f);
         assert!(got.is_err(), "{got:?}");
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }

@@ -1,5 +1,6 @@
 //! Reaching the files of a disk, read-only: the disk's read-only loop device (or `BLKROSET` on a
-//! block device), its volumes (partitions and LVM logical volumes, from
+//! block device nothing else uses, put back as it was at the end; a block device mounted
+//! read-write is refused unless forced), its volumes (partitions and LVM logical volumes, from
 //! [`crate::inspect::enumerate`]), a read-only kernel mount per volume where the kernel can
 //! mount it, native parsing where it cannot, the OS root, and the `/usr`, `/var`, `/boot`...
 //! volumes of the root's own `/etc/fstab` bind-mounted under it.
@@ -19,12 +20,13 @@ use anyhow::Context;
 use super::report::{ms_since, Method, VolumeAccess};
 use super::ScanConfig;
 use crate::detect::{self, OsFamily, OsInfo};
-use crate::disk::loopdev::{self, LoopDevice};
+use crate::disk::loopdev::{LoopDevice, ReadOnlyFlag};
 use crate::disk::probe::FsKind;
 use crate::disk::reader::{Budget, Disk, Volume};
 use crate::fs::{contain, has_native, host::HostTree, RootFs, Rooted};
 use crate::inspect::{self, DiskReport, VolumeReport};
 use crate::mount::fstab::{self, VolumeIdentity};
+use crate::mount::mountinfo::{self, Users};
 use crate::mount::{Mount, Workspace};
 
 /// The OS root and how to reach it.
@@ -93,6 +95,8 @@ struct Guards {
     mounts: Vec<Mount>,
     loops: Vec<LoopDevice>,
     workspace: Option<Workspace>,
+    /// The read-only flag of a block device read directly: put back last.
+    flag: Option<ReadOnlyFlag>,
 }
 
 impl Guards {
@@ -115,6 +119,11 @@ impl Guards {
         }
         if let Some(ws) = self.workspace.take() {
             if let Err(e) = ws.close() {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        if let Some(flag) = self.flag.take() {
+            if let Err(e) = flag.restore() {
                 errors.push(format!("{e:#}"));
             }
         }
@@ -164,22 +173,48 @@ fn kernel_unavailable(cfg: &ScanConfig) -> Option<String> {
 }
 
 /// Open `path` read-only and reach its volumes. `name` names the workspace; `cancelled` is
-/// checked between volumes. `allow_in_use`: scan a block device even when it is in use.
+/// checked between volumes. `force`: scan a block device even when it is mounted read-write.
 ///
 /// # Errors
 ///
-/// The disk cannot be opened or read at all (a damaged volume is a finding in the report).
+/// The disk cannot be opened or read at all, or it is a block device mounted read-write and
+/// not `force` (a damaged volume is a finding in the report).
 pub fn attach(
     path: &Path,
     cfg: &ScanConfig,
     name: &str,
-    _allow_in_use: bool,
+    force: bool,
     cancelled: &dyn Fn() -> bool,
 ) -> anyhow::Result<Attached> {
     let started = Instant::now();
     let mut guards = Guards::default();
     let mut warnings = Vec::new();
     let kernel_off = kernel_unavailable(cfg);
+    // Who uses a block device, checked before anything is attached or marked.
+    let users = match mountinfo::block_device_number(path) {
+        Some(dev) => Some(
+            mountinfo::users(dev)
+                .with_context(|| format!("cannot tell whether '{}' is in use", path.display()))?,
+        ),
+        None => None,
+    };
+    if let Some(users) = &users {
+        if let Some(at) = read_write_mounts(users) {
+            if !force {
+                anyhow::bail!(
+                    "'{}' is mounted read-write at {at}: scanning a disk in use gives \
+                     inconsistent results and the host's writes race the read; use --force to \
+                     scan it anyway (read through a read-only loop device)",
+                    path.display()
+                );
+            }
+            warnings.push(format!(
+                "--force: '{}' is mounted read-write at {at}; it was read through a read-only \
+                 loop device while in use, so files may be inconsistent",
+                path.display()
+            ));
+        }
+    }
 
     // The device everything reads from: the image through a read-only loop device, or the
     // block device marked read-only, before anything else touches it.
@@ -197,7 +232,7 @@ pub fn attach(
             format!("cannot create a work area in '{}'", cfg.work_dir.display())
         })?;
         guards.workspace = Some(ws);
-        device = read_only_device(path, &mut guards)?;
+        device = read_only_device(path, users.as_ref(), &mut guards)?;
     }
     let disk = Disk::open(&device)?;
     let opts = inspect::Options {
@@ -310,15 +345,30 @@ pub fn attach(
     })
 }
 
-/// The read-only device to read `path` through: a read-only loop device over an image file, or
-/// the block device itself after `BLKROSET`.
-fn read_only_device(path: &Path, guards: &mut Guards) -> anyhow::Result<PathBuf> {
-    use std::os::unix::fs::FileTypeExt;
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("cannot open '{}'", path.display()))?;
-    if meta.file_type().is_block_device() {
-        loopdev::set_read_only(path)
+/// Where `users` mounts its device read-write (`/home (through dm-0), /srv`), if anywhere.
+fn read_write_mounts(users: &Users) -> Option<String> {
+    let at: Vec<String> = users
+        .read_write()
+        .map(|u| match &u.through {
+            None => u.mount_point.display().to_string(),
+            Some(dev) => format!("{} (through {dev})", u.mount_point.display()),
+        })
+        .collect();
+    (!at.is_empty()).then(|| at.join(", "))
+}
+
+/// The read-only device to read `path` through: the block device itself after `BLKROSET`
+/// (`users` of it: none), else a read-only loop device over it (the image file, or a block
+/// device something else mounts or builds on, whose writers the flag would break).
+fn read_only_device(
+    path: &Path,
+    users: Option<&Users>,
+    guards: &mut Guards,
+) -> anyhow::Result<PathBuf> {
+    if users.is_some_and(Users::is_empty) {
+        let flag = ReadOnlyFlag::set(path)
             .with_context(|| format!("cannot make '{}' read-only", path.display()))?;
+        guards.flag = Some(flag);
         return Ok(path.to_path_buf());
     }
     let ws = guards
