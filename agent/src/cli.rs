@@ -276,6 +276,7 @@ fn run_agent(args: &AgentArgs) -> u8 {
     let settings = crate::agent::Settings {
         agent: cfg.agent,
         metadata: cfg.metadata,
+        compute: cfg.compute,
         status: cfg.status,
         scan: cfg.scan,
         scanners: cfg.scanner,

@@ -8,7 +8,8 @@
 //! The tables belong to the modules that use them; this module only assembles them into
 //! [`Config`]: `[scan]` ([`crate::scan::ScanConfig`]), `[scanner]`
 //! ([`crate::scanner::ScannerConfig`]), `[upload]` ([`crate::upload::UploadConfig`]), `[agent]`
-//! ([`crate::agent::AgentConfig`]), `[metadata]` ([`crate::metadata::MetadataConfig`]) and
+//! ([`crate::agent::AgentConfig`]), `[metadata]` ([`crate::metadata::MetadataConfig`]),
+//! `[compute]` ([`crate::compute::ComputeConfig`]) and
 //! `[status]` ([`crate::agent::status::StatusConfig`]). No module imports [`Config`]: each takes
 //! its own table. [`load`] validates each table and the chosen scanner's existence;
 //! [`Config::preflight`] goes further, before any disk is touched: it sets the upload sink up
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::status::StatusConfig;
 use crate::agent::AgentConfig;
+use crate::compute::ComputeConfig;
 use crate::metadata::MetadataConfig;
 use crate::scan::ScanConfig;
 use crate::scanner::ScannerConfig;
@@ -54,6 +56,8 @@ pub struct Config {
     pub agent: AgentConfig,
     /// The metadata server.
     pub metadata: MetadataConfig,
+    /// The Compute Engine API (the agent's own disks).
+    pub compute: ComputeConfig,
     /// Progress in guest attributes.
     pub status: StatusConfig,
 }
@@ -73,6 +77,7 @@ impl Config {
         self.upload.validate().context("invalid [upload]")?;
         self.agent.validate().context("invalid [agent]")?;
         self.metadata.validate().context("invalid [metadata]")?;
+        self.compute.validate().context("invalid [compute]")?;
         self.status.validate().context("invalid [status]")
     }
 
@@ -214,7 +219,9 @@ fn load_from(file: Option<&Path>, system: &Path, drop_ins: &Path) -> anyhow::Res
 }
 
 /// The tables a `SNAPSCAN_<TABLE>__<KEY>` variable can name.
-const TABLES: [&str; 6] = ["scan", "scanner", "upload", "agent", "metadata", "status"];
+const TABLES: [&str; 7] = [
+    "scan", "scanner", "upload", "agent", "metadata", "compute", "status",
+];
 
 /// The environment variables that are settings: `SNAPSCAN_<TABLE>__<KEY>`. Every other
 /// `SNAPSCAN_*` variable is an error (`SNAPSCAN_UPLOAD_SINK` is a typo of

@@ -33,7 +33,9 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::assignments::{self, Admission, Assignment, AttachedDisk, Policy};
+use crate::agent::provision::{self, ProvisionedDisk};
 use crate::agent::AgentConfig;
+use crate::compute;
 use crate::disk::resolve::Resolver;
 use crate::scan::report::{OutputFile, Status, Subject};
 use crate::scan::{self, Phase, ScanConfig, ScanRequest};
@@ -142,6 +144,9 @@ pub struct Journal {
     /// The last error (final for `failed`; for other states, what is being retried).
     #[serde(default)]
     pub error: Option<String>,
+    /// The disk the agent made for a `source` assignment, and how far it got.
+    #[serde(default)]
+    pub disk: Option<ProvisionedDisk>,
     /// When the job started: its first step (waiting for the disk included).
     #[serde(default)]
     pub started_at: Option<String>,
@@ -170,6 +175,7 @@ impl Journal {
             acknowledged: BTreeMap::new(),
             failed_uploads: 0,
             error: None,
+            disk: None,
             started_at: None,
             finished_at: None,
             history: vec![Transition {
@@ -325,6 +331,10 @@ pub struct Env {
     pub slots: Arc<Semaphore>,
     /// Told the journal after every transition.
     pub report: mpsc::UnboundedSender<Journal>,
+    /// The Compute API, for `source` assignments.
+    pub compute: Arc<compute::Client>,
+    /// This VM's instance name.
+    pub instance_name: String,
 }
 
 /// How the agent stops one job.
@@ -350,7 +360,10 @@ impl Control {
 pub async fn run(env: &Env, mut j: Journal, ctl: &Control) -> Journal {
     loop {
         let step = match j.state {
-            State::Done | State::Failed | State::Cancelled => return j,
+            State::Done | State::Failed | State::Cancelled => {
+                release_disk(env, &mut j, ctl).await;
+                return j;
+            }
             State::Assigned | State::Resolved | State::Opened | State::Detected => {
                 scan_step(env, &mut j, ctl).await
             }
@@ -407,6 +420,62 @@ fn transition(env: &Env, j: &mut Journal, state: State) {
     save(env, j);
 }
 
+/// Waits between retries of a Compute API step that failed for now.
+const COMPUTE_RETRY: Duration = Duration::from_secs(10);
+
+/// For a `source` assignment: make its disk and attach it (retrying what may work later).
+async fn provide_disk(env: &Env, j: &mut Journal, ctl: &Control) -> Option<Step> {
+    let save_it = |j: &Journal| save(env, j);
+    loop {
+        match provision::provide(&env.compute, &env.instance_name, j, &save_it).await {
+            Ok(()) => return None,
+            Err(p) if !p.retryable => return Some(Step::Fail(p.message)),
+            Err(p) => {
+                tracing::warn!(
+                    job_id = j.id(),
+                    "{}; retrying in {COMPUTE_RETRY:?}",
+                    p.message
+                );
+                j.error = Some(p.message);
+                save(env, j);
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(COMPUTE_RETRY) => {}
+            () = ctl.cancel.cancelled() => return Some(Step::Pause),
+        }
+    }
+}
+
+/// A final job's disk, if the agent made or attached it: detached and deleted (a few tries;
+/// what is left, the sweep removes).
+async fn release_disk(env: &Env, j: &mut Journal, ctl: &Control) {
+    if j.disk.is_none() {
+        return;
+    }
+    let save_it = |j: &Journal| save(env, j);
+    for attempt in 1..=3 {
+        match provision::release(&env.compute, &env.instance_name, j, &save_it).await {
+            Ok(()) => return,
+            Err(p) => {
+                tracing::error!(
+                    job_id = j.id(),
+                    attempt,
+                    "cannot release the disk: {}",
+                    p.message
+                );
+                if !p.retryable || ctl.hard_stop.is_cancelled() {
+                    return;
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(COMPUTE_RETRY) => {}
+            () = ctl.hard_stop.cancelled() => return,
+        }
+    }
+}
+
 /// Wait for the disk, a slot and the device, then scan. Leaves the job `scanned` or failed.
 async fn scan_step(env: &Env, j: &mut Journal, ctl: &Control) -> Step {
     let policy = Policy {
@@ -414,6 +483,12 @@ async fn scan_step(env: &Env, j: &mut Journal, ctl: &Control) -> Step {
         allow_boot_disk: env.agent.scan_boot_disk,
     };
     j.started_at.get_or_insert_with(now);
+    if j.assignment.source.is_some() {
+        if let Some(step) = provide_disk(env, j, ctl).await {
+            return step;
+        }
+        j.error = None;
+    }
     // The disk must be attached (the launcher may attach it after assigning it), within
     // `attach_timeout_secs` of the assignment (restarts of the agent do not extend it).
     let attach_deadline = assigned_at(j) + Duration::from_secs(env.agent.attach_timeout_secs);
@@ -663,6 +738,7 @@ mod tests {
         Assignment {
             id: id.into(),
             device_name: "disk-1".into(),
+            source: None,
             snapshot: "snap-1".into(),
             source_instance: Some("vm-1".into()),
             source_project: None,

@@ -23,6 +23,7 @@ macro_rules! say {
 pub mod agent;
 mod bytes;
 pub mod cli;
+pub mod compute;
 pub mod config;
 pub mod detect;
 pub mod disk;

@@ -99,15 +99,48 @@ impl GceDisks {
     }
 }
 
+impl GceDisks {
+    /// Detach the disk `device_name`, as `instances.detachDisk` does: its link, its sysfs entry
+    /// and its loop device go (the read-only flag cleared first, see [`Drop`]).
+    ///
+    /// # Errors
+    ///
+    /// No such disk.
+    pub fn detach(&mut self, device_name: &str) -> anyhow::Result<()> {
+        let at = self
+            .loops
+            .iter()
+            .position(|(n, _)| n == device_name)
+            .with_context(|| format!("no disk '{device_name}' attached"))?;
+        let (_, lo) = self.loops.remove(at);
+        let _ = std::fs::remove_file(self.by_id_dir().join(format!("google-{device_name}")));
+        if let Some(kname) = lo.path().file_name() {
+            let _ = std::fs::remove_dir_all(self.sys_dir().join("block").join(kname));
+        }
+        clear_read_only(lo.path());
+        drop(lo);
+        Ok(())
+    }
+
+    /// The device names attached.
+    pub fn attached(&self) -> Vec<String> {
+        self.loops.iter().map(|(n, _)| n.clone()).collect()
+    }
+}
+
+fn clear_read_only(dev: &Path) {
+    let _ = crate::images::cmd::tool("blockdev")
+        .arg("--setrw")
+        .arg(dev)
+        .status();
+}
+
 impl Drop for GceDisks {
     /// The agent sets each disk read-only (`BLKROSET`), and on a loop device that flag outlives
     /// the binding: clear it before the devices are detached and reused by other tests.
     fn drop(&mut self) {
         for (_, lo) in &self.loops {
-            let _ = crate::images::cmd::tool("blockdev")
-                .arg("--setrw")
-                .arg(lo.path())
-                .status();
+            clear_read_only(lo.path());
         }
     }
 }

@@ -19,9 +19,13 @@
 //! - guest attributes: `PUT`/`GET`/`DELETE instance/guest-attributes/NS/KEY` (names
 //!   `[A-Za-z0-9_-]`), all `403` when disabled ([`FakeMetadata::set_guest_attributes_enabled`]);
 //!   every write is logged with its time ([`FakeMetadata::max_writes_in_any_window`]);
-//! - scripted failures: the next `n` requests answer a status ([`FakeMetadata::fail_next`]).
+//! - scripted failures: the next `n` requests answer a status ([`FakeMetadata::fail_next`]);
+//! - the default service account's access token, `instance/service-accounts/default/token`
+//!   (`{"access_token", "expires_in", "token_type": "Bearer"}`), a new one per request, valid for
+//!   [`FakeMetadata::set_token_lifetime`] (3599 s) unless revoked; other fakes (the Compute API)
+//!   check the tokens they get through a [`Handle`].
 //!
-//! It does not serve service-account tokens, identity tokens, project attributes merged into
+//! It does not serve identity tokens, other service accounts, project attributes merged into
 //! instance ones, or anything not listed above.
 
 use crate::server::Background;
@@ -167,6 +171,39 @@ struct State {
     writes: Vec<GuestWrite>,
     faults: VecDeque<u16>,
     requests: Vec<RequestLog>,
+    /// Tokens issued, with when they stop being valid.
+    tokens: Vec<(String, Instant)>,
+    token_lifetime: Option<Duration>,
+}
+
+/// The default lifetime of an access token, as the real server gives (just under an hour).
+const TOKEN_LIFETIME: Duration = Duration::from_secs(3599);
+
+/// What other fakes may do with a running fake metadata server: read and change the attached
+/// disks (as `attachDisk` does), check an access token.
+#[derive(Clone)]
+pub struct Handle(Arc<Shared>);
+
+impl Handle {
+    /// The attached disks.
+    pub fn disks(&self) -> Vec<Disk> {
+        self.0.lock().disks.clone()
+    }
+
+    /// Change the attached disks (watches wake).
+    pub fn update_disks(&self, f: impl FnOnce(&mut Vec<Disk>)) {
+        self.0.update(|s| f(&mut s.disks));
+    }
+
+    /// Whether `token` was issued here and is still valid.
+    pub fn token_is_valid(&self, token: &str) -> bool {
+        let now = Instant::now();
+        self.0
+            .lock()
+            .tokens
+            .iter()
+            .any(|(t, until)| t == token && *until > now)
+    }
 }
 
 struct Shared {
@@ -251,6 +288,29 @@ impl FakeMetadata {
     /// Remove the instance attribute `key`.
     pub fn remove_attribute(&self, key: &str) {
         self.shared.update(|s| drop(s.attributes.remove(key)));
+    }
+
+    /// A handle for other fakes.
+    pub fn handle(&self) -> Handle {
+        Handle(Arc::clone(&self.shared))
+    }
+
+    /// How long the tokens issued from now on are valid (and the `expires_in` they say).
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        self.shared.lock().token_lifetime = Some(lifetime);
+    }
+
+    /// Make every token issued so far invalid (as a key rotation or revocation does).
+    pub fn revoke_tokens(&self) {
+        let now = Instant::now();
+        for (_, until) in &mut self.shared.lock().tokens {
+            *until = now;
+        }
+    }
+
+    /// How many tokens were issued.
+    pub fn tokens_issued(&self) -> usize {
+        self.shared.lock().tokens.len()
     }
 
     /// Replace the attached disks.
@@ -349,6 +409,30 @@ async fn serve(
 
 type Answer = Response<Full<Bytes>>;
 
+/// A new access token, valid for the set lifetime.
+fn issue_token(shared: &Shared) -> Answer {
+    let mut state = shared.lock();
+    let lifetime = state.token_lifetime.unwrap_or(TOKEN_LIFETIME);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let token = format!("ya29.fake-{}-{nanos:08x}", state.tokens.len() + 1);
+    state
+        .tokens
+        .push((token.clone(), Instant::now() + lifetime));
+    drop(state);
+    let body = json!({
+        "access_token": token,
+        "expires_in": lifetime.as_secs(),
+        "token_type": "Bearer",
+    });
+    let mut a = answer(200, body.to_string(), false);
+    if let Ok(v) = "application/json".parse() {
+        a.headers_mut().insert("Content-Type", v);
+    }
+    a
+}
+
 fn answer(status: u16, body: impl Into<Bytes>, etag: bool) -> Answer {
     let body: Bytes = body.into();
     let mut b = Response::builder()
@@ -430,6 +514,9 @@ async fn route(
     };
     if let Some(rest) = rel.strip_prefix("instance/guest-attributes/") {
         return guest(method, rest, body, shared);
+    }
+    if rel == "instance/service-accounts/default/token" && method == Method::GET {
+        return issue_token(shared);
     }
     if method != Method::GET {
         return answer(405, "method not allowed\n", false);

@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use snapscan_tests::compute::FakeCompute;
 use snapscan_tests::gce::GceDisks;
-use snapscan_tests::gce_metadata::{Disk, FakeMetadata};
+use snapscan_tests::gce_metadata::{Disk, FakeMetadata, Identity};
 use snapscan_tests::images::{self, is_root};
 use snapscan_tests::qflow::{FakeQflow, Fault, Options};
 
@@ -26,7 +27,9 @@ struct Harness {
     dir: tempfile::TempDir,
     md: FakeMetadata,
     qflow_port: u16,
-    disks: GceDisks,
+    disks: Arc<Mutex<GceDisks>>,
+    /// The Compute API, for `source` assignments ([`Harness::with_compute`]).
+    compute: Option<FakeCompute>,
     agent: Option<Child>,
     notes: Arc<Mutex<Vec<String>>>,
     extra_config: String,
@@ -45,12 +48,41 @@ impl Harness {
             dir: tempfile::tempdir().expect("tempdir"),
             md,
             qflow_port,
-            disks: GceDisks::new().expect("gce disks"),
+            disks: Arc::new(Mutex::new(GceDisks::new().expect("gce disks"))),
+            compute: None,
             agent: None,
             notes: Arc::default(),
             extra_config: extra_config.to_owned(),
             journald: None,
         }
+    }
+
+    /// The GCE-style disks attached to the agent's view.
+    fn gce(&self) -> std::sync::MutexGuard<'_, GceDisks> {
+        self.disks.lock().expect("gce disks")
+    }
+
+    /// Start the fake Compute API for the fake metadata server's project, zone and instance,
+    /// with the snapshot `projects/prod/global/snapshots/<fixture>` of each fixture named.
+    fn with_compute(&mut self, fixtures: &[&str]) -> &FakeCompute {
+        let id = Identity::default();
+        let zone = id.zone.rsplit('/').next().unwrap_or_default().to_owned();
+        let api = FakeCompute::start(
+            &id.project,
+            &zone,
+            self.md.handle(),
+            Arc::clone(&self.disks),
+        );
+        api.add_instance(&id.name, &id.id.to_string());
+        api.set_operation_delay(Duration::from_millis(300));
+        for f in fixtures {
+            api.add_snapshot(&snapshot(f), images::image(f).expect("fixture"));
+        }
+        self.compute.insert(api)
+    }
+
+    fn api(&self) -> &FakeCompute {
+        self.compute.as_ref().expect("with_compute first")
     }
 
     fn state(&self) -> PathBuf {
@@ -67,6 +99,10 @@ impl Harness {
 
     fn config(&self, metadata_url: &str) -> PathBuf {
         let path = self.dir.path().join("agent.toml");
+        let (by_id, sys) = {
+            let gce = self.gce();
+            (gce.by_id_dir(), gce.sys_dir())
+        };
         let text = format!(
             r#"[agent]
 state_dir = "{state}"
@@ -101,14 +137,22 @@ initial_backoff_ms = 100
 max_backoff_ms = 300
 {extra}"#,
             state = self.state().display(),
-            by_id = self.disks.by_id_dir().display(),
-            sys = self.disks.sys_dir().display(),
+            by_id = by_id.display(),
+            sys = sys.display(),
             work = self.work().display(),
             port = self.qflow_port,
             agent_extra = section(&self.extra_config, "agent"),
             scan_extra = section(&self.extra_config, "scan"),
             extra = rest(&self.extra_config),
         );
+        let text = match &self.compute {
+            None => text,
+            Some(api) => format!(
+                "{text}\n[compute]\nurl = \"{}\"\noperation_timeout_secs = 30\n\
+                 [compute.retry]\nmax_attempts = 3\ninitial_backoff_ms = 50\nmax_backoff_ms = 200\n",
+                api.url()
+            ),
+        };
         std::fs::write(&path, text).expect("config");
         path
     }
@@ -206,7 +250,7 @@ max_backoff_ms = 300
     /// Attach fixture `fixture` as `device_name` and list it in `instance/disks/`.
     fn attach(&mut self, device_name: &str, fixture: &str, mode: &str) {
         let image = images::image(fixture).expect("fixture");
-        self.disks
+        self.gce()
             .attach(device_name, &image, mode == "READ_ONLY")
             .expect("attach");
         let mut disks = self.md.disks();
@@ -313,6 +357,11 @@ fn rest(extra: &str) -> String {
     out
 }
 
+/// The snapshot path [`Harness::with_compute`] registers for `fixture`.
+fn snapshot(fixture: &str) -> String {
+    format!("projects/prod/global/snapshots/{fixture}")
+}
+
 fn assignment(id: &str, device: &str) -> Value {
     json!({"id": id, "device_name": device, "snapshot": format!("snap-{id}"),
            "source_instance": "vm-1", "source_project": "prod-project",
@@ -360,7 +409,7 @@ fn assigned_disks_are_scanned_uploaded_and_reported() {
     h.attach("disk-b", "debian-xfs-mbr", "READ_ONLY");
     h.attach("decoy-rw", "debian-ext4-gpt", "READ_WRITE");
     // disk-a's udev link is stale (it points at disk-b): the serial check must catch it.
-    h.disks.make_stale("disk-a", "disk-b").expect("stale link");
+    h.gce().make_stale("disk-a", "disk-b").expect("stale link");
     let image_a = images::image("debian-ext4-gpt").expect("fixture");
     let before = snapscan_tests::expect::sha256_file(&image_a);
     h.start();
@@ -919,4 +968,184 @@ fn config_check_shows_the_built_in_profiles_it_would_run() {
         "{text}"
     );
     assert!(text.contains("[scanner.profiles.command]"), "{text}");
+}
+
+/// A `source` assignment for `fixture`'s snapshot.
+fn by_snapshot(id: &str, fixture: &str) -> Value {
+    json!({"id": id, "source": {"snapshot": snapshot(fixture)}, "labels": {"team": "sec"}})
+}
+
+/// The job's disk step in its journal (`requested`, `created`, `attached`...).
+fn disk_step(h: &Harness, id: &str) -> String {
+    h.journal(id)
+        .and_then(|j| j["disk"]["step"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Nothing the jobs made is left: no disk in the API, no attachment but the boot disk, no
+/// loop device in the agent's view, only the boot disk in `instance/disks/`.
+fn assert_nothing_left(h: &Harness) {
+    let me = Identity::default().name;
+    h.wait("every created disk deleted", 60, |h| {
+        h.api().disk_names().is_empty()
+    });
+    assert_eq!(h.api().attached(&me), ["persistent-disk-0"]);
+    assert!(h.gce().attached().is_empty(), "{:?}", h.gce().attached());
+    assert_eq!(h.md.disks(), [Disk::boot("persistent-disk-0")]);
+}
+
+#[test]
+fn source_assignments_make_attach_scan_and_delete_their_disks() {
+    needs_root!();
+    let (q, port) = receiver();
+    let mut h = Harness::new(port, "");
+    h.with_compute(&["debian-ext4-gpt", "debian-lvm", "windows-11"]);
+    h.start();
+    h.assign(&json!([
+        by_snapshot("src-linux", "debian-ext4-gpt"),
+        by_snapshot("src-lvm", "debian-lvm"),
+        by_snapshot("src-windows", "windows-11"),
+    ]));
+    for id in ["src-linux", "src-lvm", "src-windows"] {
+        h.wait_job(id, "done", 180);
+        h.wait(&format!("{id}'s disk deleted"), 60, |h| {
+            disk_step(h, id) == "deleted"
+        });
+    }
+    let stored = stored_by_job(&q);
+    for id in ["src-linux", "src-lvm", "src-windows"] {
+        assert_eq!(stored.get(id), Some(&1), "{id}: {stored:?}");
+    }
+    let windows = h.guest("src-windows");
+    assert!(
+        windows["os"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Windows 11"),
+        "{windows}"
+    );
+    // The disks were made as the job says: named after it, labelled, from the snapshot.
+    let inserts: Vec<String> = h
+        .api()
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path_and_query.contains("/disks?"))
+        .map(|r| r.path_and_query)
+        .collect();
+    assert_eq!(inserts.len(), 3, "{inserts:?}");
+    assert!(h
+        .api()
+        .deleted_disks()
+        .iter()
+        .all(|d| d.starts_with("snapscan-src-")));
+    assert_nothing_left(&h);
+    assert_eq!(h.stop(nix::sys::signal::Signal::SIGTERM), Some(0));
+}
+
+#[test]
+fn killed_at_every_disk_step_nothing_leaks_and_nothing_is_stored_twice() {
+    needs_root!();
+    let (q, port) = receiver();
+    let mut h = Harness::new(port, "");
+    h.with_compute(&["debian-ext4-gpt"])
+        .set_operation_delay(Duration::from_millis(1500));
+    h.start();
+    let mut list = Vec::new();
+    for (n, step) in ["requested", "created", "attached"].iter().enumerate() {
+        let id = format!("kill-{n}");
+        list.push(by_snapshot(&id, "debian-ext4-gpt"));
+        h.assign(&Value::Array(list.clone()));
+        h.wait(&format!("{id} at {step}"), 60, |h| {
+            disk_step(h, &id) == *step
+        });
+        h.stop(nix::sys::signal::Signal::SIGKILL);
+        h.start();
+    }
+    for n in 0..3 {
+        h.wait_job(&format!("kill-{n}"), "done", 180);
+    }
+    let stored = stored_by_job(&q);
+    for n in 0..3 {
+        assert_eq!(stored.get(&format!("kill-{n}")), Some(&1), "{stored:?}");
+    }
+    assert_nothing_left(&h);
+    assert_eq!(h.stop(nix::sys::signal::Signal::SIGTERM), Some(0));
+}
+
+#[test]
+fn leftover_disks_of_this_instance_are_swept_and_quota_fails_only_its_job() {
+    needs_root!();
+    let (_q, port) = receiver();
+    let mut h = Harness::new(port, "");
+    let me = Identity::default().name;
+    let api = h.with_compute(&["debian-ext4-gpt"]);
+    let snap = snapshot("debian-ext4-gpt");
+    api.add_disk(
+        "snapscan-gone-job-1234abcd",
+        &snap,
+        &[("snapscan-instance", &me)],
+    );
+    api.add_disk(
+        "someone-elses",
+        &snap,
+        &[("snapscan-instance", "another-scanner")],
+    );
+    api.set_disk_quota(2);
+    h.start();
+    h.wait("the leftover swept", 60, |h| {
+        h.api().disk_names() == ["someone-elses"]
+    });
+    // Now one disk is in the zone: the quota (2) leaves room for one job, not two.
+    h.api().set_disk_quota(1);
+    h.assign(&json!([by_snapshot("over-quota", "debian-ext4-gpt")]));
+    h.wait_job("over-quota", "failed", 60);
+    let error = h.journal("over-quota").expect("journal")["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        error.contains("quota exceeded") && error.contains("DISKS_TOTAL_GB"),
+        "{error}"
+    );
+    assert!(
+        h.agent
+            .as_mut()
+            .expect("agent")
+            .try_wait()
+            .expect("wait")
+            .is_none(),
+        "agent died"
+    );
+    assert_eq!(h.api().disk_names(), ["someone-elses"]);
+    assert_eq!(h.stop(nix::sys::signal::Signal::SIGTERM), Some(0));
+}
+
+#[test]
+fn idle_action_delete_deletes_the_instance_only_after_every_ack() {
+    needs_root!();
+    let (q, port) = receiver();
+    let mut h = Harness::new(
+        port,
+        "[agent]\nidle_action = \"delete\"\nidle_grace_secs = 1\n",
+    );
+    let me = Identity::default().name;
+    h.with_compute(&["debian-ext4-gpt"]);
+    // The receiver is away at first: the results wait, and so does the deletion.
+    q.push_faults(std::iter::repeat_n(Fault::Status(503), 6));
+    h.start();
+    h.assign(&json!([by_snapshot("last-job", "debian-ext4-gpt")]));
+    h.wait_job("last-job", "done", 180);
+    h.wait("the instance deleted", 60, |h| {
+        !h.api().deleted_instances().is_empty()
+    });
+    assert_eq!(h.api().deleted_instances(), [me]);
+    assert_eq!(stored_by_job(&q).get("last-job"), Some(&1));
+    let agent = h.guest("agent");
+    assert!(
+        agent["idle_action"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("deleting instance"),
+        "{agent}"
+    );
 }

@@ -5,7 +5,14 @@
 //! not JSON at all is one error. A disk is admitted only when it is attached, is not the boot
 //! disk, and is attached READ_ONLY (the last two can be allowed in `[agent]`).
 //!
-//! Not here: finding the block device (that is [`crate::disk::resolve`]), running anything.
+//! An entry names either a disk the launcher attached (`device_name`) or a `source` the agent
+//! makes a disk of itself (`{"snapshot": "projects/P/global/snapshots/S"}`, `{"image": ...}`,
+//! or `{"disk": "projects/P/zones/Z/disks/D"}` to attach an existing disk read-only); then the
+//! device name is derived from the id ([`derived_device_name`]) and `snapshot` defaults to the
+//! source's own name (the last segment of its path).
+//!
+//! Not here: finding the block device (that is [`crate::disk::resolve`]), running anything,
+//! creating disks ([`super::provision`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,9 +27,15 @@ pub struct Assignment {
     /// Unique id chosen by the launcher: `[A-Za-z0-9_-]`, at most 100 characters (it is the
     /// guest-attribute key of the job's status).
     pub id: String,
-    /// The disk's device name on this VM.
+    /// The disk's device name on this VM (derived from the id for a `source` entry).
+    #[serde(default)]
     pub device_name: String,
-    /// The snapshot the disk was created from.
+    /// What the agent makes the disk from itself, instead of a disk the launcher attached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    /// The snapshot the disk was created from (default for a `source` entry: the last segment of
+    /// its path).
+    #[serde(default)]
     pub snapshot: String,
     /// The VM the snapshot was taken of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -36,6 +49,86 @@ pub struct Assignment {
     /// Free labels, passed on as upload fields `label_<key>`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+}
+
+/// What a disk to scan is made from, by the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Source {
+    /// A snapshot: `projects/P/global/snapshots/S` (or its URL).
+    Snapshot(String),
+    /// An image: `projects/P/global/images/I` (or a family `.../images/family/F`, or a URL).
+    Image(String),
+    /// An existing disk, attached read-only as it is: `projects/P/zones/Z/disks/D`.
+    Disk(String),
+}
+
+impl Source {
+    /// The resource path as given.
+    #[must_use]
+    pub fn path(&self) -> &str {
+        match self {
+            Source::Snapshot(p) | Source::Image(p) | Source::Disk(p) => p,
+        }
+    }
+
+    /// Whether the path has the shape of its kind (`projects/P/global/snapshots/S`...), after
+    /// an optional `https://.../compute/v1/` prefix.
+    fn problem(&self) -> Option<String> {
+        let path = self.path();
+        let rel = path.find("projects/").map_or(path, |at| &path[at..]);
+        let parts: Vec<&str> = rel.split('/').collect();
+        let ok = match (self, parts.as_slice()) {
+            (Source::Snapshot(_), ["projects", p, "global", "snapshots", s]) => {
+                !p.is_empty() && !s.is_empty()
+            }
+            (Source::Image(_), ["projects", p, "global", "images", i]) => {
+                !p.is_empty() && !i.is_empty()
+            }
+            (Source::Image(_), ["projects", p, "global", "images", "family", f]) => {
+                !p.is_empty() && !f.is_empty()
+            }
+            (Source::Disk(_), ["projects", p, "zones", z, "disks", d]) => {
+                !p.is_empty() && !z.is_empty() && !d.is_empty()
+            }
+            _ => false,
+        };
+        (!ok).then(|| {
+            let want = match self {
+                Source::Snapshot(_) => "projects/P/global/snapshots/S",
+                Source::Image(_) => "projects/P/global/images/I",
+                Source::Disk(_) => "projects/P/zones/Z/disks/D",
+            };
+            format!("source '{path}' is not of the form {want}")
+        })
+    }
+}
+
+/// The device name (and disk name) the agent gives the disk of job `id`: `snapscan-` and the id
+/// in GCE's alphabet (lower case, `_` as `-`), cut to fit 63 characters, and a hash of the id so
+/// that ids differing only in case or `_`/`-` still get different names.
+#[must_use]
+pub fn derived_device_name(id: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    let hash = hex::encode(digest.get(..4).unwrap_or_default());
+    let mut base: String = id
+        .chars()
+        .map(|c| match c {
+            'A'..='Z' => c.to_ascii_lowercase(),
+            'a'..='z' | '0'..='9' => c,
+            _ => '-',
+        })
+        .take(63 - "snapscan-".len() - 1 - hash.len())
+        .collect();
+    while base.ends_with('-') {
+        base.pop();
+    }
+    if base.is_empty() {
+        format!("snapscan-{hash}")
+    } else {
+        format!("snapscan-{base}-{hash}")
+    }
 }
 
 /// The assignment list read from the attribute.
@@ -64,23 +157,41 @@ pub fn parse(text: &str, check_scanner: &dyn Fn(&str) -> Result<(), String>) -> 
     let mut ids = BTreeSet::new();
     let mut devices = BTreeSet::new();
     for (i, entry) in entries.into_iter().enumerate() {
-        let a: Assignment = match serde_json::from_value(entry) {
+        let mut a: Assignment = match serde_json::from_value(entry) {
             Ok(a) => a,
             Err(e) => {
                 out.errors.push(format!("{ATTRIBUTE}[{i}]: {e}"));
                 continue;
             }
         };
+        if let Some(source) = &a.source {
+            if a.device_name.is_empty() && valid_id(&a.id) {
+                a.device_name = derived_device_name(&a.id);
+            }
+            if a.snapshot.trim().is_empty() {
+                // The resource's own name: what `snapshot_name` and the SBOM's name say.
+                a.snapshot = source
+                    .path()
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+            }
+        }
         let problem = if !valid_id(&a.id) {
             Some(format!(
                 "id '{}' must be 1 to 100 characters of [A-Za-z0-9_-]",
                 a.id
             ))
+        } else if a.device_name.is_empty() {
+            Some("needs a device_name (a disk the launcher attached) or a source".to_owned())
         } else if crate::disk::resolve::validate_device_name(&a.device_name).is_err() {
             Some(format!(
                 "device_name '{}' is not a GCE device name",
                 a.device_name
             ))
+        } else if let Some(p) = a.source.as_ref().and_then(Source::problem) {
+            Some(p)
         } else if a.snapshot.trim().is_empty() {
             Some("snapshot is empty".to_owned())
         } else if !ids.insert(a.id.clone()) {
@@ -214,12 +325,7 @@ mod tests {
         assert_eq!(ids, ["a1", "a6"]);
         assert_eq!(p.errors.len(), 7, "{:#?}", p.errors);
         assert!(!p.unreadable);
-        for want in [
-            "missing field `snapshot`",
-            "../etc",
-            "Bad/Name",
-            "appears twice",
-        ] {
+        for want in ["snapshot is empty", "../etc", "Bad/Name", "appears twice"] {
             assert!(
                 p.errors.iter().any(|e| e.contains(want)),
                 "{want}: {:#?}",
@@ -227,6 +333,42 @@ mod tests {
             );
         }
         assert_eq!(p.valid[0].labels.get("team").map(String::as_str), Some("x"));
+    }
+
+    #[test]
+    fn source_entries_get_a_device_name_and_a_snapshot_name() {
+        let text = r#"[
+            {"id": "Scan_01", "source": {"snapshot": "projects/prod/global/snapshots/web-1"}},
+            {"id": "img", "source": {"image": "https://compute.googleapis.com/compute/v1/projects/p/global/images/family/debian-12"}},
+            {"id": "own", "source": {"disk": "projects/p/zones/z/disks/d1"}, "snapshot": "s"},
+            {"id": "bad-path", "source": {"snapshot": "web-1"}},
+            {"id": "bad-kind", "source": {"bucket": "gs://x"}},
+            {"id": "nothing"}
+        ]"#;
+        let p = parse(text, &any_scanner);
+        let got: Vec<(&str, &str)> = p
+            .valid
+            .iter()
+            .map(|a| (a.device_name.as_str(), a.snapshot.as_str()))
+            .collect();
+        assert_eq!(got.len(), 3, "{:#?}", p.errors);
+        assert!(got[0].0.starts_with("snapscan-scan-01-"), "{got:?}");
+        assert_eq!(got[0].1, "web-1");
+        assert_eq!(got[1].1, "debian-12");
+        assert_eq!(got[2].1, "s");
+        assert_ne!(derived_device_name("a_b"), derived_device_name("a-b"));
+        assert!(derived_device_name(&"x".repeat(100)).len() <= 63);
+        for want in [
+            "is not of the form projects/P/global/snapshots/S",
+            "bucket",
+            "needs a device_name",
+        ] {
+            assert!(
+                p.errors.iter().any(|e| e.contains(want)),
+                "{want}: {:#?}",
+                p.errors
+            );
+        }
     }
 
     #[test]
@@ -252,6 +394,7 @@ mod tests {
         let a = |dev: &str| Assignment {
             id: "x".into(),
             device_name: dev.into(),
+            source: None,
             snapshot: "s".into(),
             source_instance: None,
             source_project: None,

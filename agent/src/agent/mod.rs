@@ -8,13 +8,19 @@
 //! attributes ([`status`]), to systemd ([`notify`]) and to the log. On SIGTERM it takes no new
 //! work, stops scans (unmounting everything), gives uploads in flight `stop_timeout_secs`, and
 //! exits; the journals say where to resume. With `idle_action = "poweroff"`, a VM whose jobs
-//! are all finished powers itself off after `idle_grace_secs`.
+//! are all finished powers itself off after `idle_grace_secs`; with `"delete"` it deletes its
+//! own instance through the Compute API, once every result is acknowledged.
+//!
+//! For `source` assignments the jobs make their disks through the Compute API
+//! ([`provision`]); at start and every [`SWEEP_EVERY`] the agent removes disks labelled with
+//! its instance that no live job holds.
 //!
 //! Not here: the scan of one disk ([`crate::scan`]), the job's states ([`crate::job`]), the
 //! HTTP of the metadata server ([`crate::metadata`]).
 
 pub mod assignments;
 pub mod notify;
+pub mod provision;
 pub mod status;
 
 use std::collections::{BTreeMap, HashMap};
@@ -30,6 +36,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use crate::compute::{self, ComputeConfig};
 use crate::disk::resolve::Resolver;
 use crate::job::{self, Control, Journal, State, Store};
 use crate::metadata::watch::{self as mdwatch, Dir};
@@ -45,6 +52,9 @@ use status::Reporter;
 /// The guest-attribute key of the agent's own status.
 pub const AGENT_KEY: &str = "agent";
 
+/// How often leftover disks are looked for (and at start).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
 /// What to do once every job is finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -54,6 +64,9 @@ pub enum IdleAction {
     None,
     /// Run `poweroff_command` (one-off scanner VMs).
     Poweroff,
+    /// Delete this instance through the Compute API, once every result is acknowledged (its
+    /// auto-delete disks go with it).
+    Delete,
 }
 
 /// The `[agent]` table.
@@ -152,6 +165,8 @@ pub struct Settings {
     pub agent: AgentConfig,
     /// `[metadata]`.
     pub metadata: MetadataConfig,
+    /// `[compute]`.
+    pub compute: ComputeConfig,
     /// `[status]`.
     pub status: status::StatusConfig,
     /// `[scan]`.
@@ -199,7 +214,20 @@ pub async fn run(cfg: Settings, stop: CancellationToken) -> anyhow::Result<()> {
         Err(e) => tracing::error!("cannot clean up after a previous run: {e:#}"),
     }
 
-    let mut agent = Agent::new(cfg.clone(), client.clone(), identity, store, stop.clone());
+    let compute = Arc::new(compute::Client::new(
+        &cfg.compute,
+        client.clone(),
+        &identity.project,
+        &identity.zone,
+    )?);
+    let mut agent = Agent::new(
+        cfg.clone(),
+        client.clone(),
+        compute,
+        identity,
+        store,
+        stop.clone(),
+    );
     notifier.ready("watching for assignments");
     agent.publish();
     let result = agent.main_loop(notifier).await;
@@ -242,12 +270,16 @@ struct Agent {
     assignment_errors: Vec<String>,
     idle_since: Option<Instant>,
     powered_off: bool,
+    compute: Arc<compute::Client>,
+    /// Why the idle action did not happen (yet), for the `agent` attribute.
+    idle_note: Option<String>,
 }
 
 impl Agent {
     fn new(
         cfg: Arc<Settings>,
         client: Client,
+        compute: Arc<compute::Client>,
         identity: Identity,
         store: Store,
         stop: CancellationToken,
@@ -286,6 +318,8 @@ impl Agent {
             disks: disks_rx,
             slots: Arc::new(Semaphore::new(cfg.agent.concurrency())),
             report: journal_tx,
+            compute: compute.clone(),
+            instance_name: identity.name.clone(),
         };
         let (journals, errors) = store.load_all();
         for e in errors {
@@ -314,6 +348,8 @@ impl Agent {
             assignment_errors: Vec::new(),
             idle_since: None,
             powered_off: false,
+            compute,
+            idle_note: None,
         }
     }
 
@@ -323,8 +359,10 @@ impl Agent {
             tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
         let mut idle_timer: Option<Instant> = None;
         let mut shown = String::new();
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
         loop {
             tokio::select! {
+                _ = sweep.tick() => self.sweep(),
                 () = self.stop.cancelled() => return Ok(()),
                 changed = self.attributes.changed() => {
                     if changed.is_ok() {
@@ -585,6 +623,7 @@ impl Agent {
                 "failed": failed,
                 "cancelled": cancelled,
                 "errors": self.assignment_errors,
+                "idle_action": self.idle_note,
             }),
         );
     }
@@ -597,11 +636,56 @@ impl Agent {
             return None;
         }
         let since = *self.idle_since.get_or_insert_with(Instant::now);
-        (self.cfg.agent.idle_action == IdleAction::Poweroff && !self.powered_off)
+        (self.cfg.agent.idle_action != IdleAction::None && !self.powered_off)
             .then(|| since + Duration::from_secs(self.cfg.agent.idle_grace_secs))
     }
 
+    /// Remove disks labelled with this instance that no live job holds, in the background.
+    /// Skipped without a service account (the metadata server has no token: nothing can have
+    /// been made).
+    fn sweep(&self) {
+        let live: std::collections::BTreeSet<String> = self
+            .known
+            .values()
+            .filter(|j| self.running.contains_key(j.id()) || !j.state.is_final())
+            .map(|j| j.assignment.device_name.clone())
+            .collect();
+        let compute = self.compute.clone();
+        let me = self.identity.name.clone();
+        tokio::spawn(async move {
+            match provision::sweep(&compute, &me, &live).await {
+                Ok(removed) => {
+                    for d in removed {
+                        tracing::warn!(disk = d, "removed a leftover disk of this instance");
+                    }
+                }
+                Err(compute::ComputeError::Token(e)) => {
+                    tracing::debug!("no leftover-disk sweep: {e}");
+                }
+                Err(e) => tracing::warn!("leftover-disk sweep failed: {e}"),
+            }
+        });
+    }
+
+    /// Results of a finished job that the sink has not acknowledged: deleting the VM would
+    /// lose them.
+    fn unacknowledged(&self) -> Vec<String> {
+        self.known
+            .values()
+            .filter(|j| {
+                j.outputs
+                    .iter()
+                    .any(|o| !j.acknowledged.contains_key(&o.name))
+            })
+            .map(|j| j.id().to_owned())
+            .collect()
+    }
+
     async fn power_off(&mut self) {
+        if self.cfg.agent.idle_action == IdleAction::Delete {
+            self.delete_self().await;
+            return;
+        }
         self.powered_off = true;
         let argv = &self.cfg.agent.poweroff_command;
         let Some((program, args)) = argv.split_first() else {
@@ -621,6 +705,44 @@ impl Agent {
             Ok(s) if s.success() => {}
             Ok(s) => tracing::error!("{}: {s}", argv.join(" ")),
             Err(e) => tracing::error!("cannot run {}: {e}", argv.join(" ")),
+        }
+    }
+
+    /// `idle_action = "delete"`: delete this instance, unless a result is unacknowledged.
+    async fn delete_self(&mut self) {
+        let waiting = self.unacknowledged();
+        if !waiting.is_empty() {
+            let note = format!(
+                "not deleting this instance: results of {} not acknowledged (kept in the state directory)",
+                waiting.join(", ")
+            );
+            if self.idle_note.as_deref() != Some(note.as_str()) {
+                tracing::warn!("{note}");
+                self.idle_note = Some(note);
+                self.publish();
+            }
+            // Looked at again at the next idle deadline.
+            self.idle_since = None;
+            return;
+        }
+        let me = self.identity.name.clone();
+        let note = format!(
+            "every job is finished, every result acknowledged, idle for {} s: deleting instance {me}",
+            self.cfg.agent.idle_grace_secs
+        );
+        tracing::warn!("{note}");
+        self.idle_note = Some(note);
+        self.publish();
+        self.reporter.flush(Duration::from_secs(10)).await;
+        match self.compute.delete_instance(&me).await {
+            Ok(_) => self.powered_off = true,
+            Err(e) => {
+                let note = format!("cannot delete this instance: {e}");
+                tracing::error!("{note}");
+                self.idle_note = Some(note);
+                self.idle_since = None;
+                self.publish();
+            }
         }
     }
 

@@ -1,0 +1,459 @@
+//! A Compute Engine API client (REST `compute/v1` over reqwest) for what the scanner VM does to
+//! itself: create disks from snapshots or images, attach them read-only, detach and delete
+//! them, read and delete its own instance, list disks by label, and wait for the zone
+//! operations those calls start.
+//!
+//! Authentication is the VM's own service account: a token from the metadata server
+//! ([`token`]), cached, and fetched again after a `401`. Requests that fail with a connection
+//! error, a timeout, `429`, `5xx` or a rate-limit `403` are retried with the shared backoff
+//! ([`crate::retry`]); every mutating call carries a `requestId`, so a retried insert or attach
+//! is done once by the API. Other failures are a [`ComputeError`] that says which kind it is
+//! (permission, quota, not found, already exists), for a clear per-job error.
+//!
+//! Hand-written rather than a generated client: the agent needs eight calls, the generated
+//! Google crates pull in a large dependency tree and their own auth stack, and this way the
+//! base URL is a setting (tests, private endpoints) and retries follow the agent's policy.
+//!
+//! Not here: what to create or delete when (the agent's job lifecycle), the launcher's calls.
+
+mod resources;
+pub mod token;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::metadata;
+use crate::retry::{self, RetryConfig, Verdict};
+
+pub use resources::{AttachedDisk, Disk, DiskSource, Instance, NewDisk, Operation};
+pub use token::TokenSource;
+
+/// The public endpoint.
+pub const DEFAULT_URL: &str = "https://compute.googleapis.com/compute/v1";
+
+/// The `[compute]` settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ComputeConfig {
+    /// Base URL up to and including the API version. Default
+    /// `https://compute.googleapis.com/compute/v1`.
+    pub url: String,
+    /// Longest one request may take. Default 60.
+    pub request_timeout_secs: u64,
+    /// Longest a zone operation may take to be `DONE`. Default 600.
+    pub operation_timeout_secs: u64,
+    /// Retries of failed requests.
+    pub retry: RetryConfig,
+}
+
+impl Default for ComputeConfig {
+    fn default() -> Self {
+        ComputeConfig {
+            url: DEFAULT_URL.to_owned(),
+            request_timeout_secs: 60,
+            operation_timeout_secs: 600,
+            retry: RetryConfig::default(),
+        }
+    }
+}
+
+impl ComputeConfig {
+    /// Check the values.
+    ///
+    /// # Errors
+    ///
+    /// A URL that is not http(s), a zero timeout.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let url = reqwest::Url::parse(&self.url)
+            .with_context(|| format!("invalid url '{}'", crate::redact::text(&self.url)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            anyhow::bail!(
+                "url '{}' is not http or https",
+                crate::redact::text(&self.url)
+            );
+        }
+        if self.request_timeout_secs == 0 || self.operation_timeout_secs == 0 {
+            anyhow::bail!("request_timeout_secs and operation_timeout_secs must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ComputeError {
+    /// The service account may not do this (`403`): its role lacks a permission.
+    #[error("Compute API: permission denied for {what}: {message}")]
+    Permission {
+        /// The call.
+        what: String,
+        /// The API's message (it names the permission).
+        message: String,
+    },
+    /// A quota is exhausted (`QUOTA_EXCEEDED`, `quotaExceeded`).
+    #[error("Compute API: quota exceeded for {what}: {message}")]
+    Quota {
+        /// The call.
+        what: String,
+        /// The API's message (it names the quota).
+        message: String,
+    },
+    /// The resource does not exist (`404`).
+    #[error("Compute API: not found: {what}: {message}")]
+    NotFound {
+        /// The call.
+        what: String,
+        /// The API's message.
+        message: String,
+    },
+    /// The resource exists already (`409`).
+    #[error("Compute API: already exists: {what}: {message}")]
+    AlreadyExists {
+        /// The call.
+        what: String,
+        /// The API's message.
+        message: String,
+    },
+    /// Any other refusal, or retries used up.
+    #[error("Compute API: {what}: {message}")]
+    Failed {
+        /// The call.
+        what: String,
+        /// The status, if the API answered.
+        status: Option<u16>,
+        /// What went wrong.
+        message: String,
+        /// Whether trying again later may work (a 5xx, 429 or no answer after every retry).
+        retryable: bool,
+    },
+    /// No token for the API.
+    #[error(transparent)]
+    Token(#[from] token::TokenError),
+}
+
+impl ComputeError {
+    /// Worth trying again later (the job may wait and retry, not fail).
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ComputeError::Failed { retryable, .. } => *retryable,
+            ComputeError::Token(token::TokenError::Metadata(e)) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// `{"error": {"code", "message", "errors": [{"reason", "message"}]}}`, the API's error body.
+#[derive(Deserialize, Default)]
+struct ErrorBody {
+    #[serde(default)]
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorDetail {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    errors: Vec<ErrorItem>,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorItem {
+    #[serde(default)]
+    reason: String,
+}
+
+/// Reasons of a `403` that are rate limits, retried like a `429`.
+const RATE_LIMIT_REASONS: [&str; 2] = ["rateLimitExceeded", "userRateLimitExceeded"];
+
+/// A client for one project and zone (the VM's own).
+pub struct Client {
+    http: reqwest::Client,
+    zone_base: String,
+    project: String,
+    zone: String,
+    tokens: TokenSource,
+    retry: RetryConfig,
+    operation_timeout: Duration,
+}
+
+/// One API request: method, URL relative to the zone (or absolute), body.
+struct Call<'a> {
+    what: String,
+    method: reqwest::Method,
+    path: &'a str,
+    query: Vec<(&'static str, String)>,
+    body: Option<Value>,
+}
+
+impl Client {
+    /// A client for `project`/`zone` with tokens from `metadata`.
+    ///
+    /// # Errors
+    ///
+    /// The HTTP client cannot be built.
+    pub fn new(
+        cfg: &ComputeConfig,
+        metadata: metadata::Client,
+        project: &str,
+        zone: &str,
+    ) -> anyhow::Result<Client> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(cfg.request_timeout_secs.max(1)))
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(Client {
+            http,
+            zone_base: format!(
+                "{}/projects/{project}/zones/{zone}/",
+                cfg.url.trim_end_matches('/')
+            ),
+            project: project.to_owned(),
+            zone: zone.to_owned(),
+            tokens: TokenSource::new(metadata),
+            retry: cfg.retry.clone(),
+            operation_timeout: Duration::from_secs(cfg.operation_timeout_secs.max(1)),
+        })
+    }
+
+    /// The project.
+    #[must_use]
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    /// The zone.
+    #[must_use]
+    pub fn zone(&self) -> &str {
+        &self.zone
+    }
+
+    /// The API's partial URL of a disk of this zone, as `attachDisk` wants it.
+    #[must_use]
+    pub fn disk_url(&self, name: &str) -> String {
+        format!("projects/{}/zones/{}/disks/{name}", self.project, self.zone)
+    }
+
+    /// Send `call`, retrying what is worth retrying; the answer's JSON (`null` when empty).
+    async fn send(&self, call: Call<'_>) -> Result<Value, ComputeError> {
+        let url = format!("{}{}", self.zone_base, call.path);
+        let mut attempt = 0u32;
+        let mut refreshed = false;
+        loop {
+            attempt += 1;
+            let token = self.tokens.token().await?;
+            let mut req = self
+                .http
+                .request(call.method.clone(), &url)
+                .bearer_auth(&token)
+                .query(&call.query);
+            if let Some(body) = &call.body {
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.to_string());
+            }
+            let failure = match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let retry_after = resp
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let text = resp.text().await.unwrap_or_default();
+                    if (200..300).contains(&status) {
+                        if text.trim().is_empty() {
+                            return Ok(Value::Null);
+                        }
+                        return serde_json::from_str(&text).map_err(|e| ComputeError::Failed {
+                            what: call.what.clone(),
+                            status: Some(status),
+                            message: format!("the answer is not JSON: {e}"),
+                            retryable: false,
+                        });
+                    }
+                    if status == 401 && !refreshed {
+                        // An expired or revoked token: one more try with a fresh one.
+                        self.tokens.invalidate(&token).await;
+                        refreshed = true;
+                        attempt -= 1;
+                        continue;
+                    }
+                    let body: ErrorBody = serde_json::from_str(&text).unwrap_or_default();
+                    let reasons: Vec<&str> = body
+                        .error
+                        .errors
+                        .iter()
+                        .map(|e| e.reason.as_str())
+                        .collect();
+                    let message = if body.error.message.is_empty() {
+                        format!("HTTP {status}")
+                    } else {
+                        format!("HTTP {status}: {}", body.error.message)
+                    };
+                    let rate_limited =
+                        status == 403 && reasons.iter().any(|r| RATE_LIMIT_REASONS.contains(r));
+                    let verdict = if rate_limited {
+                        Verdict::Retry(None)
+                    } else {
+                        retry::status_verdict(status, retry_after.as_deref(), SystemTime::now())
+                    };
+                    match verdict {
+                        Verdict::Retry(after) => (message, Some(status), after),
+                        Verdict::Fatal => {
+                            return Err(classify(&call.what, status, &reasons, message))
+                        }
+                    }
+                }
+                Err(e) => (crate::error_chain(&e), None, None),
+            };
+            let (message, status, after) = failure;
+            if attempt >= self.retry.attempts() {
+                return Err(ComputeError::Failed {
+                    what: call.what,
+                    status,
+                    message: format!("{message} (after {attempt} attempts)"),
+                    retryable: true,
+                });
+            }
+            let wait = self.retry.delay(attempt, after);
+            tracing::info!(
+                attempt,
+                "Compute API: {}: {message}; retrying in {wait:?}",
+                call.what
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// A mutating call: it starts an operation, which is returned (not waited for). A fresh
+    /// `requestId` makes retries of it one request to the API.
+    async fn start(
+        &self,
+        what: String,
+        path: &str,
+        body: Option<Value>,
+        method: reqwest::Method,
+        mut query: Vec<(&'static str, String)>,
+    ) -> Result<Operation, ComputeError> {
+        query.push(("requestId", uuid::Uuid::new_v4().to_string()));
+        let answer = self
+            .send(Call {
+                what: what.clone(),
+                method,
+                path,
+                query,
+                body,
+            })
+            .await?;
+        resources::parse(&what, answer)
+    }
+
+    /// Wait until `op` is `DONE` (`zoneOperations.wait`, again until done or
+    /// `operation_timeout_secs`); its error, if it failed.
+    ///
+    /// # Errors
+    ///
+    /// The operation failed (its errors, classified), or did not finish in time.
+    pub async fn wait(&self, mut op: Operation) -> Result<Operation, ComputeError> {
+        let deadline = Instant::now() + self.operation_timeout;
+        let what = format!("operation {} ({})", op.name, op.operation_type);
+        while op.status != "DONE" {
+            if Instant::now() >= deadline {
+                return Err(ComputeError::Failed {
+                    what,
+                    status: None,
+                    message: format!(
+                        "not done after {} s (status {})",
+                        self.operation_timeout.as_secs(),
+                        op.status
+                    ),
+                    retryable: true,
+                });
+            }
+            let answer = self
+                .send(Call {
+                    what: what.clone(),
+                    method: reqwest::Method::POST,
+                    path: &format!("operations/{}/wait", op.name),
+                    query: Vec::new(),
+                    body: None,
+                })
+                .await?;
+            op = resources::parse(&what, answer)?;
+        }
+        match op.failure() {
+            None => Ok(op),
+            Some((codes, message)) => {
+                let status = op.http_error_status_code.unwrap_or(400);
+                let reasons: Vec<&str> = codes.iter().map(String::as_str).collect();
+                Err(classify(&what, status, &reasons, message))
+            }
+        }
+    }
+}
+
+/// The error of a refused call or failed operation, by status and reasons (`errors[].reason`
+/// of a response, `error.errors[].code` of an operation).
+fn classify(what: &str, status: u16, reasons: &[&str], message: String) -> ComputeError {
+    let what = what.to_owned();
+    let quota = reasons
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case("quotaExceeded") || *r == "QUOTA_EXCEEDED");
+    if quota {
+        return ComputeError::Quota { what, message };
+    }
+    match status {
+        403 => ComputeError::Permission { what, message },
+        404 => ComputeError::NotFound { what, message },
+        409 => ComputeError::AlreadyExists { what, message },
+        _ => ComputeError::Failed {
+            what,
+            status: Some(status),
+            message,
+            retryable: status == 429 || status >= 500,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_classified() {
+        let q = classify("insert", 403, &["quotaExceeded"], "m".into());
+        assert!(matches!(q, ComputeError::Quota { .. }), "{q}");
+        let q = classify("op", 400, &["QUOTA_EXCEEDED"], "m".into());
+        assert!(matches!(q, ComputeError::Quota { .. }), "{q}");
+        let p = classify(
+            "attach",
+            403,
+            &["forbidden"],
+            "needs compute.instances.attachDisk".into(),
+        );
+        assert!(matches!(p, ComputeError::Permission { .. }), "{p}");
+        assert!(p.to_string().contains("compute.instances.attachDisk"));
+        assert!(!p.is_retryable());
+        assert!(matches!(
+            classify("get", 404, &[], "m".into()),
+            ComputeError::NotFound { .. }
+        ));
+        assert!(classify("x", 503, &[], "m".into()).is_retryable());
+        assert!(!classify("x", 400, &["invalid"], "m".into()).is_retryable());
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        assert!(ComputeConfig::default().validate().is_ok());
+        let bad = ComputeConfig {
+            url: "ftp://x".into(),
+            ..ComputeConfig::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

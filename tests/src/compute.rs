@@ -1,0 +1,964 @@
+//! A fake Compute Engine API (`compute/v1`, real HTTP/1.1 on `127.0.0.1`) for one project and
+//! zone, faithful to the parts the agent uses, and with real effects on the scanner VM's view:
+//!
+//! - every request needs `Authorization: Bearer T` with a token the fake metadata server issued
+//!   and still considers valid ([`crate::gce_metadata::Handle::token_is_valid`]), else `401`;
+//! - `disks.insert` (`sourceSnapshot` or `sourceImage`, labels; `409` for an existing name,
+//!   `404` for an unknown source), `disks.get`, `disks.list` (`filter` of `labels.K=V` terms,
+//!   pages of [`FakeCompute::set_page_size`]), `disks.delete` (`400 resourceInUseByAnotherResource`
+//!   while attached), `instances.get`, `instances.attachDisk`, `instances.detachDisk`,
+//!   `instances.delete`, `zoneOperations.get` and `zoneOperations.wait`;
+//! - each mutating call returns a zone operation that is `RUNNING` for
+//!   [`FakeCompute::set_operation_delay`] and then `DONE`, with its effect applied at that
+//!   moment; a repeated `requestId` returns the first operation instead of acting twice;
+//! - **attachDisk really attaches**: a read-only loop device over the snapshot's (or image's)
+//!   file, a `google-<device>` link and serial ([`crate::gce::GceDisks`]), and the disk in the
+//!   metadata server's `instance/disks/`; `detachDisk` removes both; `instances.delete` of the
+//!   instance is recorded ([`FakeCompute::deleted_instances`]);
+//! - faults: the next request whose path contains a string answers a status and reason
+//!   ([`FakeCompute::fail_next`]); a disk quota ([`FakeCompute::set_disk_quota`]) makes an insert's
+//!   operation end `DONE` with `QUOTA_EXCEEDED`, as the real API does.
+//!
+//! Not here: regions, global operations, snapshots.insert (snapshots are registered with
+//! [`FakeCompute::add_snapshot`]), IAM (a valid token may do everything).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use serde_json::{json, Value};
+
+use crate::gce::GceDisks;
+use crate::gce_metadata::{self, Disk as MetadataDisk};
+use crate::server::Background;
+
+/// One request the fake answered.
+#[derive(Debug, Clone)]
+pub struct RequestLog {
+    /// `GET`, `POST`...
+    pub method: String,
+    /// Path and query.
+    pub path_and_query: String,
+    /// The status answered.
+    pub status: u16,
+}
+
+/// A scripted failure.
+#[derive(Debug, Clone)]
+struct Fault {
+    path_contains: String,
+    status: u16,
+    reason: String,
+}
+
+#[derive(Debug, Clone)]
+struct FakeDisk {
+    name: String,
+    source_snapshot: Option<String>,
+    source_image: Option<String>,
+    labels: BTreeMap<String, String>,
+    users: Vec<String>,
+    file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+struct Attached {
+    device_name: String,
+    disk: String,
+    index: u32,
+}
+
+/// What an operation does when it is done.
+#[derive(Debug, Clone)]
+enum Effect {
+    CreateDisk(FakeDisk),
+    DeleteDisk(String),
+    Attach {
+        instance: String,
+        att: Attached,
+    },
+    Detach {
+        instance: String,
+        device_name: String,
+    },
+    DeleteInstance(String),
+    Fail {
+        code: String,
+        message: String,
+        status: u16,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Op {
+    name: String,
+    kind: String,
+    target: String,
+    done_at: Instant,
+    effect: Option<Effect>,
+    error: Option<(String, String, u16)>,
+}
+
+struct State {
+    project: String,
+    zone: String,
+    snapshots: BTreeMap<String, PathBuf>,
+    images: BTreeMap<String, PathBuf>,
+    disks: BTreeMap<String, FakeDisk>,
+    instances: BTreeMap<String, Vec<Attached>>,
+    instance_ids: BTreeMap<String, String>,
+    deleted_instances: Vec<String>,
+    ops: BTreeMap<String, Op>,
+    request_ids: BTreeMap<String, String>,
+    op_delay: Duration,
+    page_size: usize,
+    disk_quota: Option<usize>,
+    faults: VecDeque<Fault>,
+    requests: Vec<RequestLog>,
+    deleted_disks: Vec<String>,
+    next_op: u64,
+}
+
+struct Shared {
+    /// This, for the tasks that finish operations on time.
+    me: std::sync::Weak<Shared>,
+    state: Mutex<State>,
+    metadata: gce_metadata::Handle,
+    gce: Arc<Mutex<GceDisks>>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A running fake Compute API; stopped on drop.
+pub struct FakeCompute {
+    server: Background,
+    shared: Arc<Shared>,
+}
+
+impl FakeCompute {
+    /// Start for `project`/`zone`, checking tokens with `metadata` and attaching disks into
+    /// `gce` (the scanner VM's by-id and sysfs view).
+    ///
+    /// # Panics
+    /// When it cannot start: a test cannot go on.
+    pub fn start(
+        project: &str,
+        zone: &str,
+        metadata: gce_metadata::Handle,
+        gce: Arc<Mutex<GceDisks>>,
+    ) -> FakeCompute {
+        let shared = Arc::new_cyclic(|me| Shared {
+            me: me.clone(),
+            state: Mutex::new(State {
+                project: project.to_owned(),
+                zone: zone.to_owned(),
+                snapshots: BTreeMap::new(),
+                images: BTreeMap::new(),
+                disks: BTreeMap::new(),
+                instances: BTreeMap::new(),
+                instance_ids: BTreeMap::new(),
+                deleted_instances: Vec::new(),
+                ops: BTreeMap::new(),
+                request_ids: BTreeMap::new(),
+                op_delay: Duration::from_millis(200),
+                page_size: 500,
+                disk_quota: None,
+                faults: VecDeque::new(),
+                requests: Vec::new(),
+                deleted_disks: Vec::new(),
+                next_op: 1,
+            }),
+            metadata,
+            gce,
+        });
+        let served = Arc::clone(&shared);
+        let server = Background::start(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            "fake-compute",
+            move |listener, stop| serve(listener, served, stop),
+        )
+        .unwrap_or_else(|e| panic!("cannot start the fake Compute API: {e:#}"));
+        FakeCompute { server, shared }
+    }
+
+    /// `http://127.0.0.1:PORT/compute/v1`: the `[compute] url`.
+    pub fn url(&self) -> String {
+        format!("http://{}/compute/v1", self.server.addr())
+    }
+
+    /// Register the instance `name` (the scanner VM) with its numeric `id`; it has a boot disk.
+    pub fn add_instance(&self, name: &str, id: &str) {
+        let mut s = self.shared.lock();
+        s.instances.insert(
+            name.to_owned(),
+            vec![Attached {
+                device_name: "persistent-disk-0".into(),
+                disk: format!("{name}-boot"),
+                index: 0,
+            }],
+        );
+        s.instance_ids.insert(name.to_owned(), id.to_owned());
+    }
+
+    /// Register the snapshot `path` (`projects/P/global/snapshots/S`) with the raw image file
+    /// its disks read.
+    pub fn add_snapshot(&self, path: &str, file: PathBuf) {
+        self.shared.lock().snapshots.insert(path.to_owned(), file);
+    }
+
+    /// Register the image `path` (`projects/P/global/images/I`) with its raw file.
+    pub fn add_image(&self, path: &str, file: PathBuf) {
+        self.shared.lock().images.insert(path.to_owned(), file);
+    }
+
+    /// Make a disk exist already (a leftover), with `labels`, made from snapshot `snapshot`.
+    pub fn add_disk(&self, name: &str, snapshot: &str, labels: &[(&str, &str)]) {
+        let mut s = self.shared.lock();
+        let file = s.snapshots.get(snapshot).cloned().unwrap_or_default();
+        s.disks.insert(
+            name.to_owned(),
+            FakeDisk {
+                name: name.to_owned(),
+                source_snapshot: Some(snapshot.to_owned()),
+                source_image: None,
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                users: Vec::new(),
+                file,
+            },
+        );
+    }
+
+    /// How long an operation stays `RUNNING`.
+    pub fn set_operation_delay(&self, delay: Duration) {
+        self.shared.lock().op_delay = delay;
+    }
+
+    /// Items per page of `disks.list`.
+    pub fn set_page_size(&self, n: usize) {
+        self.shared.lock().page_size = n.max(1);
+    }
+
+    /// At most `n` disks in the zone (the scanner's boot disk not counted).
+    pub fn set_disk_quota(&self, n: usize) {
+        self.shared.lock().disk_quota = Some(n);
+    }
+
+    /// The next request whose path contains `path_contains` answers `status` with `reason`.
+    pub fn fail_next(&self, path_contains: &str, status: u16, reason: &str) {
+        self.shared.lock().faults.push_back(Fault {
+            path_contains: path_contains.to_owned(),
+            status,
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// The disks that exist, by name.
+    pub fn disk_names(&self) -> Vec<String> {
+        self.shared.lock().disks.keys().cloned().collect()
+    }
+
+    /// The labels of disk `name`.
+    pub fn disk_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        self.shared.lock().disks.get(name).map(|d| d.labels.clone())
+    }
+
+    /// Disks deleted so far, in order.
+    pub fn deleted_disks(&self) -> Vec<String> {
+        self.shared.lock().deleted_disks.clone()
+    }
+
+    /// Device names attached to `instance` (boot disk included).
+    pub fn attached(&self, instance: &str) -> Vec<String> {
+        self.shared
+            .lock()
+            .instances
+            .get(instance)
+            .map(|a| a.iter().map(|a| a.device_name.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Instances deleted through the API.
+    pub fn deleted_instances(&self) -> Vec<String> {
+        self.shared.lock().deleted_instances.clone()
+    }
+
+    /// Every request answered.
+    pub fn requests(&self) -> Vec<RequestLog> {
+        self.shared.lock().requests.clone()
+    }
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+            _ = &mut stopped => return,
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let shared = Arc::clone(&shared);
+                async move { Ok::<_, std::convert::Infallible>(handle(req, &shared).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+type Answer = Response<Full<Bytes>>;
+
+fn reply(status: u16, body: &Value) -> Answer {
+    Response::builder()
+        .status(status)
+        .header("Content-Type", "application/json; charset=UTF-8")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+/// The API's error body.
+fn error(status: u16, reason: &str, message: &str) -> Answer {
+    reply(
+        status,
+        &json!({"error": {"code": status, "message": message,
+                          "errors": [{"message": message, "domain": "global", "reason": reason}]}}),
+    )
+}
+
+async fn handle(req: Request<Incoming>, shared: &Shared) -> Answer {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let query: BTreeMap<String, String> = req
+        .uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), decode(v)))
+        .collect();
+    let token = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let answered = if !token.is_some_and(|t| shared.metadata.token_is_valid(&t)) {
+        error(
+            401,
+            "authError",
+            "Request is missing required authentication credential.",
+        )
+    } else {
+        let fault = {
+            let mut s = shared.lock();
+            let at = s
+                .faults
+                .iter()
+                .position(|f| path_and_query.contains(&f.path_contains));
+            at.and_then(|i| s.faults.remove(i))
+        };
+        match fault {
+            Some(f) => error(f.status, &f.reason, &format!("injected {}", f.reason)),
+            None => route(&method, &path, &query, &body, shared).await,
+        }
+    };
+    shared.lock().requests.push(RequestLog {
+        method: method.to_string(),
+        path_and_query,
+        status: answered.status().as_u16(),
+    });
+    answered
+}
+
+/// Percent-decoding of a query value (`+` is a space).
+fn decode(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn route(
+    method: &Method,
+    path: &str,
+    query: &BTreeMap<String, String>,
+    body: &[u8],
+    shared: &Shared,
+) -> Answer {
+    let prefix = {
+        let s = shared.lock();
+        format!("/compute/v1/projects/{}/zones/{}/", s.project, s.zone)
+    };
+    let Some(rel) = path.strip_prefix(&prefix) else {
+        return error(
+            404,
+            "notFound",
+            &format!("The resource '{path}' was not found"),
+        );
+    };
+    let parts: Vec<&str> = rel.split('/').collect();
+    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    match (method.as_str(), parts.as_slice()) {
+        ("POST", ["disks"]) => insert_disk(shared, &body, query),
+        ("GET", ["disks"]) => list_disks(shared, query),
+        ("GET", ["disks", name]) => get_disk(shared, name),
+        ("DELETE", ["disks", name]) => delete_disk(shared, name, query),
+        ("GET", ["instances", name]) => get_instance(shared, name),
+        ("POST", ["instances", name, "attachDisk"]) => attach_disk(shared, name, &body, query),
+        ("POST", ["instances", name, "detachDisk"]) => detach_disk(shared, name, query),
+        ("DELETE", ["instances", name]) => delete_instance(shared, name, query),
+        ("GET", ["operations", name]) => operation(shared, name),
+        ("POST", ["operations", name, "wait"]) => {
+            // As the real API: answers when DONE, or after a while (here 2 s) with the status.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                let done_at = shared.lock().ops.get(*name).map(|o| o.done_at);
+                match done_at {
+                    Some(at) if Instant::now() < at && Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    _ => return operation(shared, name),
+                }
+            }
+        }
+        _ => error(
+            404,
+            "notFound",
+            &format!("The resource '{path}' was not found"),
+        ),
+    }
+}
+
+/// The source path of a URL or partial URL (`https://.../projects/P/global/snapshots/S` →
+/// `projects/P/global/snapshots/S`).
+fn resource_path(url: &str) -> String {
+    url.find("projects/")
+        .map_or(url, |at| &url[at..])
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// Start an operation with `effect` (or the one an earlier request with the same `requestId`
+/// started); its JSON.
+fn start(
+    shared: &Shared,
+    kind: &str,
+    target: String,
+    effect: Effect,
+    query: &BTreeMap<String, String>,
+) -> Answer {
+    let name = {
+        let mut s = shared.lock();
+        if let Some(existing) = query.get("requestId").and_then(|r| s.request_ids.get(r)) {
+            existing.clone()
+        } else {
+            let name = format!("operation-{}-{kind}", s.next_op);
+            s.next_op += 1;
+            let error = match &effect {
+                Effect::Fail {
+                    code,
+                    message,
+                    status,
+                } => Some((code.clone(), message.clone(), *status)),
+                _ => None,
+            };
+            let op = Op {
+                name: name.clone(),
+                kind: kind.to_owned(),
+                target,
+                done_at: Instant::now() + s.op_delay,
+                effect: Some(effect),
+                error,
+            };
+            s.ops.insert(name.clone(), op);
+            if let Some(r) = query.get("requestId") {
+                s.request_ids.insert(r.clone(), name.clone());
+            }
+            // Done on time whether or not anyone asks, as the real API is.
+            if let Some(me) = shared.me.upgrade() {
+                let (delay, op_name) = (s.op_delay, name.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = tokio::task::spawn_blocking(move || operation(&me, &op_name)).await;
+                });
+            }
+            name
+        }
+    };
+    operation(shared, &name)
+}
+
+/// An operation's JSON; once past its time, its effect is applied (once).
+fn operation(shared: &Shared, name: &str) -> Answer {
+    let effect = {
+        let mut s = shared.lock();
+        let Some(op) = s.ops.get_mut(name) else {
+            return error(
+                404,
+                "notFound",
+                &format!("The resource 'operations/{name}' was not found"),
+            );
+        };
+        if Instant::now() >= op.done_at {
+            op.effect.take()
+        } else {
+            None
+        }
+    };
+    if let Some(effect) = effect {
+        if let Err(message) = apply(shared, effect) {
+            if let Some(op) = shared.lock().ops.get_mut(name) {
+                op.error = Some(("RESOURCE_OPERATION_FAILED".into(), message, 400));
+            }
+        }
+    }
+    let s = shared.lock();
+    let Some(op) = s.ops.get(name) else {
+        return error(404, "notFound", "gone");
+    };
+    let done = Instant::now() >= op.done_at;
+    let mut v = json!({
+        "kind": "compute#operation",
+        "name": op.name,
+        "operationType": op.kind,
+        "targetLink": op.target,
+        "status": if done { "DONE" } else { "RUNNING" },
+        "zone": format!("projects/{}/zones/{}", s.project, s.zone),
+    });
+    if let (true, Some((code, message, status))) = (done, &op.error) {
+        v["error"] = json!({"errors": [{"code": code, "message": message}]});
+        v["httpErrorStatusCode"] = json!(status);
+        v["httpErrorMessage"] = json!("BAD REQUEST");
+    }
+    reply(200, &v)
+}
+
+/// What an operation does, done.
+fn apply(shared: &Shared, effect: Effect) -> Result<(), String> {
+    match effect {
+        Effect::CreateDisk(d) => {
+            shared.lock().disks.insert(d.name.clone(), d);
+        }
+        Effect::DeleteDisk(name) => {
+            let mut s = shared.lock();
+            s.disks.remove(&name);
+            s.deleted_disks.push(name);
+        }
+        Effect::Attach { instance, att } => {
+            let file = shared
+                .lock()
+                .disks
+                .get(&att.disk)
+                .map(|d| d.file.clone())
+                .ok_or("the disk went away")?;
+            shared
+                .gce
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .attach(&att.device_name, &file, true)
+                .map_err(|e| format!("{e:#}"))?;
+            shared.metadata.update_disks(|disks| {
+                disks.push(MetadataDisk::read_only(&att.device_name, att.index));
+            });
+            let mut s = shared.lock();
+            let url = format!(
+                "projects/{}/zones/{}/instances/{instance}",
+                s.project, s.zone
+            );
+            if let Some(d) = s.disks.get_mut(&att.disk) {
+                d.users.push(url);
+            }
+            s.instances.entry(instance).or_default().push(att);
+        }
+        Effect::Detach {
+            instance,
+            device_name,
+        } => {
+            let removed = {
+                let mut s = shared.lock();
+                let list = s.instances.entry(instance.clone()).or_default();
+                let at = list.iter().position(|a| a.device_name == device_name);
+                at.map(|i| list.remove(i))
+            };
+            let att = removed.ok_or("not attached")?;
+            let _ = shared
+                .gce
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .detach(&device_name);
+            shared
+                .metadata
+                .update_disks(|disks| disks.retain(|d| d.device_name != device_name));
+            let mut s = shared.lock();
+            let url = format!(
+                "projects/{}/zones/{}/instances/{instance}",
+                s.project, s.zone
+            );
+            if let Some(d) = s.disks.get_mut(&att.disk) {
+                d.users.retain(|u| *u != url);
+            }
+        }
+        Effect::DeleteInstance(name) => {
+            let mut s = shared.lock();
+            s.instances.remove(&name);
+            s.deleted_instances.push(name);
+        }
+        Effect::Fail { .. } => {}
+    }
+    Ok(())
+}
+
+fn disk_json(s: &State, d: &FakeDisk) -> Value {
+    let mut v = json!({
+        "kind": "compute#disk",
+        "name": d.name,
+        "status": "READY",
+        "sizeGb": "10",
+        "labels": d.labels,
+        "users": d.users,
+        "zone": format!("projects/{}/zones/{}", s.project, s.zone),
+    });
+    if let Some(snap) = &d.source_snapshot {
+        v["sourceSnapshot"] = json!(snap);
+    }
+    if let Some(image) = &d.source_image {
+        v["sourceImage"] = json!(image);
+    }
+    v
+}
+
+fn insert_disk(shared: &Shared, body: &Value, query: &BTreeMap<String, String>) -> Answer {
+    let Some(name) = body["name"].as_str().map(str::to_owned) else {
+        return error(
+            400,
+            "required",
+            "Required field 'resource.name' not specified",
+        );
+    };
+    let labels: BTreeMap<String, String> =
+        serde_json::from_value(body["labels"].clone()).unwrap_or_default();
+    let snapshot = body["sourceSnapshot"].as_str().map(resource_path);
+    let image = body["sourceImage"].as_str().map(resource_path);
+    let (file, over_quota, target) = {
+        let s = shared.lock();
+        if s.disks.contains_key(&name)
+            && !query
+                .get("requestId")
+                .is_some_and(|r| s.request_ids.contains_key(r))
+        {
+            return error(
+                409,
+                "alreadyExists",
+                &format!(
+                    "The resource 'projects/{}/zones/{}/disks/{name}' already exists",
+                    s.project, s.zone
+                ),
+            );
+        }
+        let file = match (&snapshot, &image) {
+            (Some(p), None) => s.snapshots.get(p).cloned().ok_or_else(|| p.clone()),
+            (None, Some(p)) => s.images.get(p).cloned().ok_or_else(|| p.clone()),
+            _ => {
+                return error(
+                    400,
+                    "invalid",
+                    "exactly one of sourceSnapshot and sourceImage",
+                );
+            }
+        };
+        let file = match file {
+            Ok(f) => f,
+            Err(p) => {
+                return error(
+                    404,
+                    "notFound",
+                    &format!("The resource '{p}' was not found"),
+                );
+            }
+        };
+        let over = s.disk_quota.is_some_and(|q| s.disks.len() >= q);
+        let target = format!("projects/{}/zones/{}/disks/{name}", s.project, s.zone);
+        (file, over, target)
+    };
+    let effect = if over_quota {
+        Effect::Fail {
+            code: "QUOTA_EXCEEDED".into(),
+            message: "Quota 'DISKS_TOTAL_GB' exceeded.  Limit: 10.0 in region".into(),
+            status: 403,
+        }
+    } else {
+        Effect::CreateDisk(FakeDisk {
+            name,
+            source_snapshot: snapshot,
+            source_image: image,
+            labels,
+            users: Vec::new(),
+            file,
+        })
+    };
+    start(shared, "insert", target, effect, query)
+}
+
+fn get_disk(shared: &Shared, name: &str) -> Answer {
+    let s = shared.lock();
+    match s.disks.get(name) {
+        Some(d) => reply(200, &disk_json(&s, d)),
+        None => error(
+            404,
+            "notFound",
+            &format!("The resource 'disks/{name}' was not found"),
+        ),
+    }
+}
+
+fn list_disks(shared: &Shared, query: &BTreeMap<String, String>) -> Answer {
+    let s = shared.lock();
+    let terms: Vec<(String, String)> = query
+        .get("filter")
+        .map(|f| {
+            f.split_whitespace()
+                .filter(|t| !t.eq_ignore_ascii_case("AND"))
+                .filter_map(|t| {
+                    let t = t.trim_matches(|c| c == '(' || c == ')');
+                    let (k, v) = t.split_once('=')?;
+                    Some((
+                        k.strip_prefix("labels.")?.to_owned(),
+                        v.trim_matches('"').to_owned(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let matching: Vec<Value> = s
+        .disks
+        .values()
+        .filter(|d| terms.iter().all(|(k, v)| d.labels.get(k) == Some(v)))
+        .map(|d| disk_json(&s, d))
+        .collect();
+    let from: usize = query
+        .get("pageToken")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let page: Vec<Value> = matching
+        .iter()
+        .skip(from)
+        .take(s.page_size)
+        .cloned()
+        .collect();
+    let mut v = json!({"kind": "compute#diskList", "items": page});
+    if from + s.page_size < matching.len() {
+        v["nextPageToken"] = json!((from + s.page_size).to_string());
+    }
+    reply(200, &v)
+}
+
+fn delete_disk(shared: &Shared, name: &str, query: &BTreeMap<String, String>) -> Answer {
+    let target = {
+        let s = shared.lock();
+        let Some(d) = s.disks.get(name) else {
+            return error(
+                404,
+                "notFound",
+                &format!("The resource 'disks/{name}' was not found"),
+            );
+        };
+        if !d.users.is_empty() {
+            return error(
+                400,
+                "resourceInUseByAnotherResource",
+                &format!(
+                    "The disk resource '{name}' is already being used by '{}'",
+                    d.users[0]
+                ),
+            );
+        }
+        format!("projects/{}/zones/{}/disks/{name}", s.project, s.zone)
+    };
+    start(
+        shared,
+        "delete",
+        target,
+        Effect::DeleteDisk(name.to_owned()),
+        query,
+    )
+}
+
+fn get_instance(shared: &Shared, name: &str) -> Answer {
+    let s = shared.lock();
+    let Some(attached) = s.instances.get(name) else {
+        return error(
+            404,
+            "notFound",
+            &format!("The resource 'instances/{name}' was not found"),
+        );
+    };
+    let disks: Vec<Value> = attached
+        .iter()
+        .map(|a| {
+            json!({
+                "deviceName": a.device_name,
+                "source": format!("projects/{}/zones/{}/disks/{}", s.project, s.zone, a.disk),
+                "mode": if a.index == 0 { "READ_WRITE" } else { "READ_ONLY" },
+                "boot": a.index == 0,
+                "index": a.index,
+                "autoDelete": a.index == 0,
+            })
+        })
+        .collect();
+    reply(
+        200,
+        &json!({"kind": "compute#instance", "name": name, "status": "RUNNING",
+                "id": s.instance_ids.get(name).cloned().unwrap_or_default(), "disks": disks}),
+    )
+}
+
+fn attach_disk(
+    shared: &Shared,
+    instance: &str,
+    body: &Value,
+    query: &BTreeMap<String, String>,
+) -> Answer {
+    let source = body["source"]
+        .as_str()
+        .map(resource_path)
+        .unwrap_or_default();
+    let disk = source.rsplit('/').next().unwrap_or_default().to_owned();
+    let device_name = body["deviceName"].as_str().unwrap_or(&disk).to_owned();
+    let (index, target) = {
+        let s = shared.lock();
+        let Some(attached) = s.instances.get(instance) else {
+            return error(
+                404,
+                "notFound",
+                &format!("The resource 'instances/{instance}' was not found"),
+            );
+        };
+        if !s.disks.contains_key(&disk) {
+            return error(
+                404,
+                "notFound",
+                &format!("The resource '{source}' was not found"),
+            );
+        }
+        if body["mode"].as_str() != Some("READ_ONLY") {
+            // A disk made from a snapshot for scanning must never be attached writable here.
+            return error(400, "invalid", "the fake attaches READ_ONLY only");
+        }
+        if attached.iter().any(|a| a.device_name == device_name) {
+            return error(
+                400,
+                "invalid",
+                &format!("device name '{device_name}' is in use"),
+            );
+        }
+        let index = attached.iter().map(|a| a.index).max().unwrap_or(0) + 1;
+        let target = format!(
+            "projects/{}/zones/{}/instances/{instance}",
+            s.project, s.zone
+        );
+        (index, target)
+    };
+    let effect = Effect::Attach {
+        instance: instance.to_owned(),
+        att: Attached {
+            device_name,
+            disk,
+            index,
+        },
+    };
+    start(shared, "attachDisk", target, effect, query)
+}
+
+fn detach_disk(shared: &Shared, instance: &str, query: &BTreeMap<String, String>) -> Answer {
+    let device_name = query.get("deviceName").cloned().unwrap_or_default();
+    let target = {
+        let s = shared.lock();
+        let attached = s.instances.get(instance);
+        if !attached.is_some_and(|a| a.iter().any(|a| a.device_name == device_name)) {
+            return error(
+                400,
+                "invalid",
+                &format!("No attached disk found with device name '{device_name}'"),
+            );
+        }
+        format!(
+            "projects/{}/zones/{}/instances/{instance}",
+            s.project, s.zone
+        )
+    };
+    let effect = Effect::Detach {
+        instance: instance.to_owned(),
+        device_name,
+    };
+    start(shared, "detachDisk", target, effect, query)
+}
+
+fn delete_instance(shared: &Shared, name: &str, query: &BTreeMap<String, String>) -> Answer {
+    let target = {
+        let s = shared.lock();
+        if !s.instances.contains_key(name) {
+            return error(
+                404,
+                "notFound",
+                &format!("The resource 'instances/{name}' was not found"),
+            );
+        }
+        format!("projects/{}/zones/{}/instances/{name}", s.project, s.zone)
+    };
+    start(
+        shared,
+        "delete",
+        target,
+        Effect::DeleteInstance(name.to_owned()),
+        query,
+    )
+}
