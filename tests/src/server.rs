@@ -3,7 +3,10 @@
 //! `#[test]`s can use the server, and a stop that drops every open connection (hanging requests
 //! included), as a server that goes away does.
 //!
-//! Not here: HTTP (each fake runs hyper its own way).
+//! Also an HTTP/1.1 accept loop ([`serve_http`]), used by the fake metadata server and the fake
+//! Compute API.
+//!
+//! Not here: routing and answers (each fake's own).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -96,5 +99,42 @@ impl Background {
 impl Drop for Background {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Serve HTTP/1.1 on `listener` until `stopped` fires: every request goes to
+/// `handle(request, state)`, each connection on a task of its own.
+pub async fn serve_http<S, F, Fut>(
+    listener: tokio::net::TcpListener,
+    state: std::sync::Arc<S>,
+    mut stopped: oneshot::Receiver<()>,
+    handle: F,
+) where
+    S: Send + Sync + 'static,
+    F: Fn(hyper::Request<hyper::body::Incoming>, std::sync::Arc<S>) -> Fut
+        + Copy
+        + Send
+        + Sync
+        + 'static,
+    Fut: Future<Output = hyper::Response<http_body_util::Full<bytes::Bytes>>> + Send + 'static,
+{
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+            _ = &mut stopped => return,
+        };
+        let state = std::sync::Arc::clone(&state);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let answer = handle(req, std::sync::Arc::clone(&state));
+                async move { Ok::<_, std::convert::Infallible>(answer.await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
     }
 }
