@@ -1051,24 +1051,41 @@ fn killed_at_every_disk_step_nothing_leaks_and_nothing_is_stored_twice() {
         .set_operation_delay(Duration::from_millis(1500));
     h.start();
     let mut list = Vec::new();
-    for (n, step) in ["requested", "created", "attached"].iter().enumerate() {
+    // The disk's step, and the job's state ("" for any) when killed: the last two while the
+    // detach or delete of a finished job is in flight.
+    let kills = [
+        ("requested", ""),
+        ("created", ""),
+        ("attached", ""),
+        ("attached", "done"),
+        ("detached", "done"),
+    ];
+    for (n, (step, state)) in kills.iter().enumerate() {
         let id = format!("kill-{n}");
         list.push(by_snapshot(&id, "debian-ext4-gpt"));
         h.assign(&Value::Array(list.clone()));
-        h.wait(&format!("{id} at {step}"), 60, |h| {
-            disk_step(h, &id) == *step
+        h.wait(&format!("{id} at {step} {state}"), 60, |h| {
+            disk_step(h, &id) == *step && (state.is_empty() || h.job_state(&id) == *state)
         });
         h.stop(nix::sys::signal::Signal::SIGKILL);
         h.start();
     }
-    for n in 0..3 {
+    for n in 0..kills.len() {
         h.wait_job(&format!("kill-{n}"), "done", 180);
     }
     let stored = stored_by_job(&q);
-    for n in 0..3 {
+    for n in 0..kills.len() {
         assert_eq!(stored.get(&format!("kill-{n}")), Some(&1), "{stored:?}");
     }
     assert_nothing_left(&h);
+    // Each job finished its own clean-up after the restart, none was left to the sweep.
+    for n in 0..kills.len() {
+        let id = format!("kill-{n}");
+        h.wait(&format!("{id}'s disk deleted"), 30, |h| {
+            disk_step(h, &id) == "deleted"
+        });
+    }
+    assert!(!h.log_text().contains("leftover"), "{}", h.log_text());
     assert_eq!(h.stop(nix::sys::signal::Signal::SIGTERM), Some(0));
 }
 

@@ -360,6 +360,7 @@ impl Agent {
         let mut idle_timer: Option<Instant> = None;
         let mut shown = String::new();
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        self.resume_releases();
         loop {
             tokio::select! {
                 _ = sweep.tick() => self.sweep(),
@@ -638,6 +639,20 @@ impl Agent {
         let since = *self.idle_since.get_or_insert_with(Instant::now);
         (self.cfg.agent.idle_action != IdleAction::None && !self.powered_off)
             .then(|| since + Duration::from_secs(self.cfg.agent.idle_grace_secs))
+    }
+
+    /// Jobs that ended before a restart with their disk not yet released: release it now (a
+    /// final job's run does only that), before the first sweep, which then leaves them alone.
+    fn resume_releases(&mut self) {
+        let pending: Vec<Journal> = self
+            .known
+            .values()
+            .filter(|j| j.state.is_final() && j.disk.as_ref().is_some_and(|d| !d.released()))
+            .cloned()
+            .collect();
+        for j in pending {
+            self.start(j);
+        }
     }
 
     /// Remove disks labelled with this instance that no live job holds, in the background.

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::assignments::Source;
-use crate::compute::{self, Client, ComputeError, DiskSource, NewDisk};
+use crate::compute::{Client, ComputeError, DiskSource, NewDisk};
 use crate::job::Journal;
 
 /// The label naming the instance a disk was made for.
@@ -50,6 +50,14 @@ pub struct ProvisionedDisk {
     pub created: bool,
     /// The last step done.
     pub step: DiskStep,
+}
+
+impl ProvisionedDisk {
+    /// Nothing of it is left to undo: deleted, or detached when the agent did not make it.
+    #[must_use]
+    pub fn released(&self) -> bool {
+        self.step == DiskStep::Deleted || (self.step == DiskStep::Detached && !self.created)
+    }
 }
 
 /// Why a step did not happen.
@@ -187,10 +195,8 @@ pub async fn release(
     };
     let device = j.assignment.device_name.clone();
     if disk.step < DiskStep::Detached {
-        if attached(c, me, &device).await? {
-            tracing::info!(job_id = j.id(), disk = disk.name, "detaching {device}");
-            c.wait(c.detach_disk(me, &device).await?).await?;
-        }
+        tracing::info!(job_id = j.id(), disk = disk.name, "detaching {device}");
+        detach(c, me, &device).await?;
         set_step(j, DiskStep::Detached, save);
     }
     if disk.created
@@ -218,6 +224,22 @@ fn set_step(j: &mut Journal, step: DiskStep, save: &(dyn Fn(&Journal) + Sync)) {
     save(j);
 }
 
+/// Detach `device` from instance `me`. Not attached counts as done, also when the detach
+/// failed because another detach of it (say, by the agent before a restart) got there first.
+async fn detach(c: &Client, me: &str, device: &str) -> Result<(), ComputeError> {
+    if !attached(c, me, device).await? {
+        return Ok(());
+    }
+    let done = match c.detach_disk(me, device).await {
+        Ok(op) => c.wait(op).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match done {
+        Err(e) if attached(c, me, device).await? => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Whether `device` is attached to instance `me`.
 async fn attached(c: &Client, me: &str, device: &str) -> Result<bool, ComputeError> {
     Ok(c.get_instance(me)
@@ -242,30 +264,26 @@ pub async fn sweep(
 ) -> Result<Vec<String>, ComputeError> {
     let filter = format!("labels.{INSTANCE_LABEL}={}", label_value(me));
     let disks = c.list_disks(&filter).await?;
-    let instance = c.get_instance(me).await?;
     let mut removed = Vec::new();
     for disk in disks {
         if live.contains(&disk.name) {
             continue;
         }
-        let attachments: Vec<&compute::AttachedDisk> = instance
+        // Read afresh for each disk: a detach of the agent's before a restart may finish
+        // while the sweep runs.
+        let devices: Vec<String> = c
+            .get_instance(me)
+            .await?
             .disks
-            .iter()
+            .into_iter()
             .filter(|a| a.source.rsplit('/').next() == Some(disk.name.as_str()))
+            .map(|a| a.device_name)
             .collect();
         let mut ok = true;
-        for a in attachments {
-            match c.detach_disk(me, &a.device_name).await {
-                Ok(op) => {
-                    if let Err(e) = c.wait(op).await {
-                        tracing::error!(disk = disk.name, "sweep: cannot detach: {e}");
-                        ok = false;
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(disk = disk.name, "sweep: cannot detach: {e}");
-                    ok = false;
-                }
+        for device in devices {
+            if let Err(e) = detach(c, me, &device).await {
+                tracing::error!(disk = disk.name, "sweep: cannot detach: {e}");
+                ok = false;
             }
         }
         if !ok {
