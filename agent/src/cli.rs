@@ -55,6 +55,9 @@ pub enum Command {
     /// Run the daemon of a scanner VM: watch the metadata server for assigned disks, scan and
     /// upload each, report progress in guest attributes (run by systemd).
     Agent(AgentArgs),
+    /// Scan a VM's disks from anywhere with gcloud credentials: snapshot them, create one
+    /// scanner VM that does the rest, optionally wait for its results.
+    Launch(Box<crate::launch::LaunchArgs>),
     /// Work with the settings.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -166,6 +169,10 @@ pub fn run(cli: Cli) -> u8 {
         Command::Inspect(args) => run_inspect(&args),
         Command::Scan(args) => run_scan(&args),
         Command::Upload(args) => run_upload(&args),
+        Command::Launch(args) => match runtime() {
+            Ok(rt) => rt.block_on(crate::launch::run(*args)),
+            Err(code) => code,
+        },
     }
 }
 

@@ -380,6 +380,8 @@ pub async fn run(env: &Env, mut j: Journal, ctl: &Control) -> Journal {
                     j.end(State::Cancelled, WITHDRAWN);
                     tracing::info!(job_id = j.id(), state = "cancelled", "job cancelled");
                     save(env, &j);
+                    // Final: its disk is released like any other's.
+                    continue;
                 }
                 return j;
             }

@@ -9,7 +9,8 @@
 //! [`scanner`] (external scanners), [`upload`] (result sinks), [`retry`] (the retry policy of
 //! the HTTP clients), [`scan`] (the pipeline of
 //! `snapscan scan`), [`metadata`] (the GCE metadata server), [`job`] (one assigned disk's state
-//! machine and journal), [`agent`] (the daemon), [`config`] (layered settings), [`logging`] and
+//! machine and journal), [`agent`] (the daemon), [`compute`] (the Compute Engine API),
+//! [`launch`] (the reference launcher), [`config`] (layered settings), [`logging`] and
 //! [`cli`] (the command line).
 #![deny(missing_docs)]
 
@@ -31,6 +32,7 @@ pub mod fs;
 pub mod inspect;
 pub mod inventory;
 pub mod job;
+pub mod launch;
 pub mod logging;
 pub mod metadata;
 pub mod mount;

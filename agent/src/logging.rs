@@ -19,7 +19,10 @@ use tracing_subscriber::EnvFilter;
 
 /// Logging of the one-shot commands.
 pub fn init_cli() {
-    let filter = EnvFilter::try_from_env("SNAPSCAN_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    // gcp_auth warns about every credential source it tries and passes over; `launch` says
+    // what it found or why none worked.
+    let filter = EnvFilter::try_from_env("SNAPSCAN_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,gcp_auth=error"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(redacted_stderr)

@@ -7,20 +7,29 @@
 //!   `404` for an unknown source), `disks.get`, `disks.list` (`filter` of `labels.K=V` terms,
 //!   pages of [`FakeCompute::set_page_size`]), `disks.delete` (`400 resourceInUseByAnotherResource`
 //!   while attached), `instances.get`, `instances.attachDisk`, `instances.detachDisk`,
-//!   `instances.delete`, `zoneOperations.get` and `zoneOperations.wait`;
+//!   `instances.delete` (detaching its disks, deleting the auto-delete ones), `zoneOperations.get`
+//!   and `zoneOperations.wait`;
+//! - for `snapscan launch`: `disks.createSnapshot` (a snapshot reading the disk's file),
+//!   `snapshots.delete` and global operations, `instances.insert` (the scanner VM: its metadata
+//!   items become the fake metadata server's attributes, its `initializeParams.sourceSnapshot`
+//!   disks are created and really attached read-only, as at boot; [`FakeCompute::inserted`]) and
+//!   `instances.getGuestAttributes` (the fake metadata server's);
 //! - each mutating call returns a zone operation that is `RUNNING` for
-//!   [`FakeCompute::set_operation_delay`] and then `DONE`, with its effect applied at that
+//!   [`FakeCompute::set_operation_delay`] (or a delay per call, [`FakeCompute::set_call_delay`])
+//!   and then `DONE`, with its effect applied at that
 //!   moment; a repeated `requestId` returns the first operation instead of acting twice;
 //! - **attachDisk really attaches**: a read-only loop device over the snapshot's (or image's)
-//!   file, a `google-<device>` link and serial ([`crate::gce::GceDisks`]), and the disk in the
+//!   file, a `google-<device>` link and serial ([`crate::gce::GceDisks`]; or a hot-plugged disk
+//!   of a VM, [`crate::vm::Hotplug`]: any [`DiskBus`]), and the disk in the
 //!   metadata server's `instance/disks/`; `detachDisk` removes both; `instances.delete` of the
 //!   instance is recorded ([`FakeCompute::deleted_instances`]);
 //! - faults: the next request whose path contains a string answers a status and reason
 //!   ([`FakeCompute::fail_next`]); a disk quota ([`FakeCompute::set_disk_quota`]) makes an insert's
 //!   operation end `DONE` with `QUOTA_EXCEEDED`, as the real API does.
 //!
-//! Not here: regions, global operations, snapshots.insert (snapshots are registered with
-//! [`FakeCompute::add_snapshot`]), IAM (a valid token may do everything).
+//! Not here: regions, images as boot disks (the inserted VM's boot disk is only named),
+//! snapshots.insert (other snapshots are registered with [`FakeCompute::add_snapshot`]), IAM (a
+//! valid token may do everything).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -29,12 +38,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use serde_json::{json, Value};
 
-use crate::gce::GceDisks;
+use crate::gce::DiskBus;
 use crate::gce_metadata::{self, Disk as MetadataDisk};
 use crate::server::Background;
 
@@ -72,9 +81,10 @@ struct Attached {
     device_name: String,
     disk: String,
     index: u32,
+    auto_delete: bool,
 }
 
-/// What an operation does when it is done.
+/// What an operation does when it is done ([`Effect::call`]: the call that started it).
 #[derive(Debug, Clone)]
 enum Effect {
     CreateDisk(FakeDisk),
@@ -88,11 +98,37 @@ enum Effect {
         device_name: String,
     },
     DeleteInstance(String),
+    CreateSnapshot {
+        path: String,
+        file: PathBuf,
+    },
+    DeleteSnapshot(String),
+    InsertInstance {
+        name: String,
+        disks: Vec<(FakeDisk, Attached)>,
+        items: Vec<(String, String)>,
+    },
     Fail {
         code: String,
         message: String,
         status: u16,
     },
+}
+
+impl Effect {
+    /// The API call whose operation this is, for its delay.
+    fn call(&self) -> &'static str {
+        match self {
+            Effect::CreateDisk(_) | Effect::Fail { .. } => "disks.insert",
+            Effect::DeleteDisk(_) => "disks.delete",
+            Effect::Attach { .. } => "instances.attachDisk",
+            Effect::Detach { .. } => "instances.detachDisk",
+            Effect::DeleteInstance(_) => "instances.delete",
+            Effect::CreateSnapshot { .. } => "disks.createSnapshot",
+            Effect::DeleteSnapshot(_) => "snapshots.delete",
+            Effect::InsertInstance { .. } => "instances.insert",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +139,8 @@ struct Op {
     done_at: Instant,
     effect: Option<Effect>,
     error: Option<(String, String, u16)>,
+    /// A global operation (snapshots), not a zone's.
+    global: bool,
 }
 
 struct State {
@@ -117,11 +155,15 @@ struct State {
     ops: BTreeMap<String, Op>,
     request_ids: BTreeMap<String, String>,
     op_delay: Duration,
+    /// Delays of single calls (`disks.insert`...), instead of `op_delay`.
+    call_delays: BTreeMap<String, Duration>,
     page_size: usize,
     disk_quota: Option<usize>,
     faults: VecDeque<Fault>,
     requests: Vec<RequestLog>,
     deleted_disks: Vec<String>,
+    deleted_snapshots: Vec<String>,
+    inserted: BTreeMap<String, Value>,
     next_op: u64,
 }
 
@@ -130,7 +172,7 @@ struct Shared {
     me: std::sync::Weak<Shared>,
     state: Mutex<State>,
     metadata: gce_metadata::Handle,
-    gce: Arc<Mutex<GceDisks>>,
+    gce: Arc<Mutex<dyn DiskBus>>,
 }
 
 impl Shared {
@@ -146,8 +188,8 @@ pub struct FakeCompute {
 }
 
 impl FakeCompute {
-    /// Start for `project`/`zone`, checking tokens with `metadata` and attaching disks into
-    /// `gce` (the scanner VM's by-id and sysfs view).
+    /// Start for `project`/`zone`, checking tokens with `metadata` and attaching disks to
+    /// `gce` (the scanner VM's disk bus).
     ///
     /// # Panics
     /// When it cannot start: a test cannot go on.
@@ -155,7 +197,7 @@ impl FakeCompute {
         project: &str,
         zone: &str,
         metadata: gce_metadata::Handle,
-        gce: Arc<Mutex<GceDisks>>,
+        gce: Arc<Mutex<dyn DiskBus>>,
     ) -> FakeCompute {
         let shared = Arc::new_cyclic(|me| Shared {
             me: me.clone(),
@@ -171,11 +213,14 @@ impl FakeCompute {
                 ops: BTreeMap::new(),
                 request_ids: BTreeMap::new(),
                 op_delay: Duration::from_millis(200),
+                call_delays: BTreeMap::new(),
                 page_size: 500,
                 disk_quota: None,
                 faults: VecDeque::new(),
                 requests: Vec::new(),
                 deleted_disks: Vec::new(),
+                deleted_snapshots: Vec::new(),
+                inserted: BTreeMap::new(),
                 next_op: 1,
             }),
             metadata,
@@ -189,6 +234,11 @@ impl FakeCompute {
         )
         .unwrap_or_else(|e| panic!("cannot start the fake Compute API: {e:#}"));
         FakeCompute { server, shared }
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
     }
 
     /// `http://127.0.0.1:PORT/compute/v1`: the `[compute] url`.
@@ -205,9 +255,32 @@ impl FakeCompute {
                 device_name: "persistent-disk-0".into(),
                 disk: format!("{name}-boot"),
                 index: 0,
+                auto_delete: true,
             }],
         );
         s.instance_ids.insert(name.to_owned(), id.to_owned());
+    }
+
+    /// Forget the instance `name` (not yet created, for `instances.insert`).
+    pub fn remove_instance(&self, name: &str) {
+        let mut s = self.shared.lock();
+        s.instances.remove(name);
+        s.instance_ids.remove(name);
+    }
+
+    /// The body of the `instances.insert` that created `name`, once done.
+    pub fn inserted(&self, name: &str) -> Option<Value> {
+        self.shared.lock().inserted.get(name).cloned()
+    }
+
+    /// The snapshots that exist (registered or made), by path.
+    pub fn snapshot_paths(&self) -> Vec<String> {
+        self.shared.lock().snapshots.keys().cloned().collect()
+    }
+
+    /// Snapshots deleted so far, by path.
+    pub fn deleted_snapshots(&self) -> Vec<String> {
+        self.shared.lock().deleted_snapshots.clone()
     }
 
     /// Register the snapshot `path` (`projects/P/global/snapshots/S`) with the raw image file
@@ -244,6 +317,17 @@ impl FakeCompute {
     /// How long an operation stays `RUNNING`.
     pub fn set_operation_delay(&self, delay: Duration) {
         self.shared.lock().op_delay = delay;
+    }
+
+    /// How long the operations of `call` (`disks.insert`, `disks.delete`,
+    /// `disks.createSnapshot`, `instances.insert`, `instances.attachDisk`,
+    /// `instances.detachDisk`, `instances.delete`, `snapshots.delete`) stay `RUNNING`, instead of
+    /// [`FakeCompute::set_operation_delay`].
+    pub fn set_call_delay(&self, call: &str, delay: Duration) {
+        self.shared
+            .lock()
+            .call_delays
+            .insert(call.to_owned(), delay);
     }
 
     /// Items per page of `disks.list`.
@@ -353,12 +437,7 @@ async fn handle(req: Request<Incoming>, shared: &Shared) -> Answer {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = crate::server::body(req).await;
     let answered = if !token.is_some_and(|t| shared.metadata.token_is_valid(&t)) {
         error(
             401,
@@ -419,47 +498,64 @@ async fn route(
     body: &[u8],
     shared: &Shared,
 ) -> Answer {
-    let prefix = {
+    let (zone_prefix, global_prefix) = {
         let s = shared.lock();
-        format!("/compute/v1/projects/{}/zones/{}/", s.project, s.zone)
+        (
+            format!("/compute/v1/projects/{}/zones/{}/", s.project, s.zone),
+            format!("/compute/v1/projects/{}/global/", s.project),
+        )
     };
-    let Some(rel) = path.strip_prefix(&prefix) else {
-        return error(
+    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let not_found = || {
+        error(
             404,
             "notFound",
             &format!("The resource '{path}' was not found"),
-        );
+        )
+    };
+    if let Some(rel) = path.strip_prefix(&global_prefix) {
+        let parts: Vec<&str> = rel.split('/').collect();
+        return match (method.as_str(), parts.as_slice()) {
+            ("DELETE", ["snapshots", name]) => delete_snapshot(shared, name, query),
+            ("GET", ["operations", name]) => operation(shared, name),
+            ("POST", ["operations", name, "wait"]) => wait_operation(shared, name).await,
+            _ => not_found(),
+        };
+    }
+    let Some(rel) = path.strip_prefix(&zone_prefix) else {
+        return not_found();
     };
     let parts: Vec<&str> = rel.split('/').collect();
-    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     match (method.as_str(), parts.as_slice()) {
         ("POST", ["disks"]) => insert_disk(shared, &body, query),
         ("GET", ["disks"]) => list_disks(shared, query),
         ("GET", ["disks", name]) => get_disk(shared, name),
         ("DELETE", ["disks", name]) => delete_disk(shared, name, query),
+        ("POST", ["disks", name, "createSnapshot"]) => create_snapshot(shared, name, &body, query),
+        ("POST", ["instances"]) => insert_instance(shared, &body, query),
         ("GET", ["instances", name]) => get_instance(shared, name),
+        ("GET", ["instances", name, "getGuestAttributes"]) => guest_attributes(shared, name, query),
         ("POST", ["instances", name, "attachDisk"]) => attach_disk(shared, name, &body, query),
         ("POST", ["instances", name, "detachDisk"]) => detach_disk(shared, name, query),
         ("DELETE", ["instances", name]) => delete_instance(shared, name, query),
         ("GET", ["operations", name]) => operation(shared, name),
-        ("POST", ["operations", name, "wait"]) => {
-            // As the real API: answers when DONE, or after a while (here 2 s) with the status.
-            let deadline = Instant::now() + Duration::from_secs(2);
-            loop {
-                let done_at = shared.lock().ops.get(*name).map(|o| o.done_at);
-                match done_at {
-                    Some(at) if Instant::now() < at && Instant::now() < deadline => {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    _ => return operation(shared, name),
-                }
+        ("POST", ["operations", name, "wait"]) => wait_operation(shared, name).await,
+        _ => not_found(),
+    }
+}
+
+/// `operations.wait`: as the real API, answers when the operation is DONE, or after a while
+/// (here 2 s) with its status.
+async fn wait_operation(shared: &Shared, name: &str) -> Answer {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let done_at = shared.lock().ops.get(name).map(|o| o.done_at);
+        match done_at {
+            Some(at) if Instant::now() < at && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            _ => return operation(shared, name),
         }
-        _ => error(
-            404,
-            "notFound",
-            &format!("The resource '{path}' was not found"),
-        ),
     }
 }
 
@@ -481,6 +577,7 @@ fn start(
     effect: Effect,
     query: &BTreeMap<String, String>,
 ) -> Answer {
+    let global = matches!(effect, Effect::DeleteSnapshot(_));
     let name = {
         let mut s = shared.lock();
         if let Some(existing) = query.get("requestId").and_then(|r| s.request_ids.get(r)) {
@@ -496,13 +593,19 @@ fn start(
                 } => Some((code.clone(), message.clone(), *status)),
                 _ => None,
             };
+            let delay = s
+                .call_delays
+                .get(effect.call())
+                .copied()
+                .unwrap_or(s.op_delay);
             let op = Op {
                 name: name.clone(),
                 kind: kind.to_owned(),
                 target,
-                done_at: Instant::now() + s.op_delay,
+                done_at: Instant::now() + delay,
                 effect: Some(effect),
                 error,
+                global,
             };
             s.ops.insert(name.clone(), op);
             if let Some(r) = query.get("requestId") {
@@ -510,7 +613,7 @@ fn start(
             }
             // Done on time whether or not anyone asks, as the real API is.
             if let Some(me) = shared.me.upgrade() {
-                let (delay, op_name) = (s.op_delay, name.clone());
+                let op_name = name.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
                     let _ = tokio::task::spawn_blocking(move || operation(&me, &op_name)).await;
@@ -551,14 +654,22 @@ fn operation(shared: &Shared, name: &str) -> Answer {
         return error(404, "notFound", "gone");
     };
     let done = Instant::now() >= op.done_at;
+    let scope = if op.global {
+        format!("projects/{}/global", s.project)
+    } else {
+        format!("projects/{}/zones/{}", s.project, s.zone)
+    };
     let mut v = json!({
         "kind": "compute#operation",
         "name": op.name,
         "operationType": op.kind,
         "targetLink": op.target,
         "status": if done { "DONE" } else { "RUNNING" },
-        "zone": format!("projects/{}/zones/{}", s.project, s.zone),
+        "selfLink": format!("https://compute.googleapis.com/compute/v1/{scope}/operations/{}", op.name),
     });
+    if !op.global {
+        v["zone"] = json!(scope);
+    }
     if let (true, Some((code, message, status))) = (done, &op.error) {
         v["error"] = json!({"errors": [{"code": code, "message": message}]});
         v["httpErrorStatusCode"] = json!(status);
@@ -578,66 +689,118 @@ fn apply(shared: &Shared, effect: Effect) -> Result<(), String> {
             s.disks.remove(&name);
             s.deleted_disks.push(name);
         }
-        Effect::Attach { instance, att } => {
-            let file = shared
-                .lock()
-                .disks
-                .get(&att.disk)
-                .map(|d| d.file.clone())
-                .ok_or("the disk went away")?;
-            shared
-                .gce
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .attach(&att.device_name, &file, true)
-                .map_err(|e| format!("{e:#}"))?;
-            shared.metadata.update_disks(|disks| {
-                disks.push(MetadataDisk::read_only(&att.device_name, att.index));
-            });
-            let mut s = shared.lock();
-            let url = format!(
-                "projects/{}/zones/{}/instances/{instance}",
-                s.project, s.zone
-            );
-            if let Some(d) = s.disks.get_mut(&att.disk) {
-                d.users.push(url);
-            }
-            s.instances.entry(instance).or_default().push(att);
-        }
+        Effect::Attach { instance, att } => attach(shared, instance, att)?,
         Effect::Detach {
             instance,
             device_name,
-        } => {
-            let removed = {
-                let mut s = shared.lock();
-                let list = s.instances.entry(instance.clone()).or_default();
-                let at = list.iter().position(|a| a.device_name == device_name);
-                at.map(|i| list.remove(i))
-            };
-            let att = removed.ok_or("not attached")?;
-            let _ = shared
-                .gce
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .detach(&device_name);
-            shared
-                .metadata
-                .update_disks(|disks| disks.retain(|d| d.device_name != device_name));
-            let mut s = shared.lock();
-            let url = format!(
-                "projects/{}/zones/{}/instances/{instance}",
-                s.project, s.zone
-            );
-            if let Some(d) = s.disks.get_mut(&att.disk) {
-                d.users.retain(|u| *u != url);
-            }
-        }
+        } => detach(shared, &instance, &device_name)?,
         Effect::DeleteInstance(name) => {
+            // Its disks are detached (gone from the guest's view) and the auto-delete ones
+            // deleted, as the real API does.
+            let disks = shared
+                .lock()
+                .instances
+                .get(&name)
+                .cloned()
+                .unwrap_or_default();
+            for a in disks.iter().filter(|a| a.index > 0) {
+                detach(shared, &name, &a.device_name)?;
+                if a.auto_delete {
+                    apply(shared, Effect::DeleteDisk(a.disk.clone()))?;
+                }
+            }
             let mut s = shared.lock();
             s.instances.remove(&name);
             s.deleted_instances.push(name);
         }
+        Effect::CreateSnapshot { path, file } => {
+            shared.lock().snapshots.insert(path, file);
+        }
+        Effect::DeleteSnapshot(path) => {
+            let mut s = shared.lock();
+            s.snapshots.remove(&path);
+            s.deleted_snapshots.push(path);
+        }
+        Effect::InsertInstance { name, disks, items } => {
+            {
+                let mut s = shared.lock();
+                let id = (9_000_000_000_000_000_000_u64 + s.next_op).to_string();
+                s.instance_ids.insert(name.clone(), id);
+                s.instances.insert(
+                    name.clone(),
+                    vec![Attached {
+                        device_name: "persistent-disk-0".into(),
+                        disk: name.clone(),
+                        index: 0,
+                        auto_delete: true,
+                    }],
+                );
+            }
+            shared.metadata.set_attributes(&items);
+            for (disk, att) in disks {
+                shared.lock().disks.insert(disk.name.clone(), disk);
+                attach(shared, name.clone(), att)?;
+            }
+        }
         Effect::Fail { .. } => {}
+    }
+    Ok(())
+}
+
+/// Attach `att` to `instance`: a read-only loop device in the guest's view and the disk in
+/// the metadata server's `instance/disks/`.
+fn attach(shared: &Shared, instance: String, att: Attached) -> Result<(), String> {
+    let file = shared
+        .lock()
+        .disks
+        .get(&att.disk)
+        .map(|d| d.file.clone())
+        .ok_or("the disk went away")?;
+    shared
+        .gce
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .plug(&att.device_name, &file, true)
+        .map_err(|e| format!("{e:#}"))?;
+    shared.metadata.update_disks(|disks| {
+        disks.push(MetadataDisk::read_only(&att.device_name, att.index));
+    });
+    let mut s = shared.lock();
+    let url = format!(
+        "projects/{}/zones/{}/instances/{instance}",
+        s.project, s.zone
+    );
+    if let Some(d) = s.disks.get_mut(&att.disk) {
+        d.users.push(url);
+    }
+    s.instances.entry(instance).or_default().push(att);
+    Ok(())
+}
+
+/// Detach `device_name` from `instance`, from the guest's view and the metadata server.
+fn detach(shared: &Shared, instance: &str, device_name: &str) -> Result<(), String> {
+    let removed = {
+        let mut s = shared.lock();
+        let list = s.instances.entry(instance.to_owned()).or_default();
+        let at = list.iter().position(|a| a.device_name == device_name);
+        at.map(|i| list.remove(i))
+    };
+    let att = removed.ok_or("not attached")?;
+    let _ = shared
+        .gce
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .unplug(device_name);
+    shared
+        .metadata
+        .update_disks(|disks| disks.retain(|d| d.device_name != device_name));
+    let mut s = shared.lock();
+    let url = format!(
+        "projects/{}/zones/{}/instances/{instance}",
+        s.project, s.zone
+    );
+    if let Some(d) = s.disks.get_mut(&att.disk) {
+        d.users.retain(|u| *u != url);
     }
     Ok(())
 }
@@ -898,6 +1061,7 @@ fn attach_disk(
             device_name,
             disk,
             index,
+            auto_delete: body["autoDelete"].as_bool().unwrap_or(false),
         },
     };
     start(shared, "attachDisk", target, effect, query)
@@ -945,5 +1109,189 @@ fn delete_instance(shared: &Shared, name: &str, query: &BTreeMap<String, String>
         target,
         Effect::DeleteInstance(name.to_owned()),
         query,
+    )
+}
+
+fn create_snapshot(
+    shared: &Shared,
+    disk: &str,
+    body: &Value,
+    query: &BTreeMap<String, String>,
+) -> Answer {
+    let Some(name) = body["name"].as_str() else {
+        return error(
+            400,
+            "required",
+            "Required field 'resource.name' not specified",
+        );
+    };
+    let (path, file, target) = {
+        let s = shared.lock();
+        let Some(d) = s.disks.get(disk) else {
+            return error(
+                404,
+                "notFound",
+                &format!("The resource 'disks/{disk}' was not found"),
+            );
+        };
+        let path = format!("projects/{}/global/snapshots/{name}", s.project);
+        if s.snapshots.contains_key(&path) {
+            return error(
+                409,
+                "alreadyExists",
+                &format!("The resource '{path}' already exists"),
+            );
+        }
+        let target = format!("projects/{}/zones/{}/disks/{disk}", s.project, s.zone);
+        (path, d.file.clone(), target)
+    };
+    start(
+        shared,
+        "createSnapshot",
+        target,
+        Effect::CreateSnapshot { path, file },
+        query,
+    )
+}
+
+fn delete_snapshot(shared: &Shared, name: &str, query: &BTreeMap<String, String>) -> Answer {
+    let path = format!("projects/{}/global/snapshots/{name}", shared.lock().project);
+    if !shared.lock().snapshots.contains_key(&path) {
+        return error(
+            404,
+            "notFound",
+            &format!("The resource '{path}' was not found"),
+        );
+    }
+    start(
+        shared,
+        "delete",
+        path.clone(),
+        Effect::DeleteSnapshot(path),
+        query,
+    )
+}
+
+/// `instances.insert`: the VM with its metadata, a boot disk (named, not read) and the disks
+/// to create from snapshots, read-only.
+fn insert_instance(shared: &Shared, body: &Value, query: &BTreeMap<String, String>) -> Answer {
+    let Some(name) = body["name"].as_str().map(str::to_owned) else {
+        return error(
+            400,
+            "required",
+            "Required field 'resource.name' not specified",
+        );
+    };
+    let items: Vec<(String, String)> = body["metadata"]["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| {
+                    Some((
+                        i["key"].as_str()?.to_owned(),
+                        i["value"].as_str()?.to_owned(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let (disks, target) = {
+        let mut s = shared.lock();
+        if s.instances.contains_key(&name) {
+            return error(
+                409,
+                "alreadyExists",
+                &format!("The resource 'instances/{name}' already exists"),
+            );
+        }
+        let mut disks = Vec::new();
+        for (i, d) in body["disks"].as_array().into_iter().flatten().enumerate() {
+            if d["boot"].as_bool() == Some(true) {
+                if d["initializeParams"]["sourceImage"].as_str().is_none() {
+                    return error(400, "invalid", "the boot disk needs a sourceImage");
+                }
+                continue;
+            }
+            let Some(snapshot) = d["initializeParams"]["sourceSnapshot"]
+                .as_str()
+                .map(resource_path)
+            else {
+                return error(400, "invalid", "the fake creates disks from snapshots only");
+            };
+            let Some(file) = s.snapshots.get(&snapshot).cloned() else {
+                return error(
+                    404,
+                    "notFound",
+                    &format!("The resource '{snapshot}' was not found"),
+                );
+            };
+            if d["mode"].as_str() != Some("READ_ONLY") {
+                return error(400, "invalid", "the fake attaches READ_ONLY only");
+            }
+            let disk_name = d["initializeParams"]["diskName"]
+                .as_str()
+                .map_or_else(|| format!("{name}-{i}"), str::to_owned);
+            let device_name = d["deviceName"].as_str().unwrap_or(&disk_name).to_owned();
+            let labels =
+                serde_json::from_value(d["initializeParams"]["labels"].clone()).unwrap_or_default();
+            disks.push((
+                FakeDisk {
+                    name: disk_name.clone(),
+                    source_snapshot: Some(snapshot),
+                    source_image: None,
+                    labels,
+                    users: Vec::new(),
+                    file,
+                },
+                Attached {
+                    device_name,
+                    disk: disk_name,
+                    index: u32::try_from(i).unwrap_or(u32::MAX),
+                    auto_delete: d["autoDelete"].as_bool().unwrap_or(false),
+                },
+            ));
+        }
+        s.inserted.insert(name.clone(), body.clone());
+        let target = format!("projects/{}/zones/{}/instances/{name}", s.project, s.zone);
+        (disks, target)
+    };
+    start(
+        shared,
+        "insert",
+        target,
+        Effect::InsertInstance { name, disks, items },
+        query,
+    )
+}
+
+/// `instances.getGuestAttributes?queryPath=NS/`: the fake metadata server's; `404` when there
+/// are none, as the real API answers.
+fn guest_attributes(shared: &Shared, instance: &str, query: &BTreeMap<String, String>) -> Answer {
+    if !shared.lock().instances.contains_key(instance) {
+        return error(
+            404,
+            "notFound",
+            &format!("The resource 'instances/{instance}' was not found"),
+        );
+    }
+    let query_path = query.get("queryPath").cloned().unwrap_or_default();
+    let namespace = query_path.trim_end_matches('/');
+    let items: Vec<Value> = shared
+        .metadata
+        .guest_attributes(namespace)
+        .into_iter()
+        .map(|(key, value)| json!({"namespace": namespace, "key": key, "value": value}))
+        .collect();
+    if items.is_empty() {
+        return error(
+            404,
+            "notFound",
+            &format!("The resource 'guestAttributes/{query_path}' was not found"),
+        );
+    }
+    reply(
+        200,
+        &json!({"kind": "compute#guestAttributes", "queryPath": query_path,
+                "queryValue": {"items": items}}),
     )
 }

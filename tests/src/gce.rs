@@ -5,6 +5,8 @@
 //! agent is pointed at both directories (`[agent] by_id_dir`, `sys_dir`), so it resolves and
 //! verifies devices exactly as on GCE, and then reads the real loop device.
 //!
+//! Both this view and a VM's bus are a [`DiskBus`], where the fake Compute API attaches.
+//!
 //! Not here: the metadata server's view of the attachments (`instance/disks/`, see
 //! [`crate::gce_metadata`]); a test sets both.
 
@@ -125,6 +127,34 @@ impl GceDisks {
     /// The device names attached.
     pub fn attached(&self) -> Vec<String> {
         self.loops.iter().map(|(n, _)| n.clone()).collect()
+    }
+}
+
+/// Where the fake Compute API attaches disks: this host's GCE-style view ([`GceDisks`]) or a
+/// running VM's SCSI bus ([`crate::vm::Hotplug`]).
+pub trait DiskBus: Send {
+    /// Attach `image` as the disk `device_name`, read-only or not.
+    ///
+    /// # Errors
+    ///
+    /// The disk cannot be attached.
+    fn plug(&mut self, device_name: &str, image: &Path, read_only: bool) -> anyhow::Result<()>;
+
+    /// Detach the disk `device_name`.
+    ///
+    /// # Errors
+    ///
+    /// No such disk, or it cannot be detached.
+    fn unplug(&mut self, device_name: &str) -> anyhow::Result<()>;
+}
+
+impl DiskBus for GceDisks {
+    fn plug(&mut self, device_name: &str, image: &Path, read_only: bool) -> anyhow::Result<()> {
+        self.attach(device_name, image, read_only).map(drop)
+    }
+
+    fn unplug(&mut self, device_name: &str) -> anyhow::Result<()> {
+        self.detach(device_name)
     }
 }
 

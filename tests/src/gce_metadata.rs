@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use serde_json::{json, Value};
@@ -180,7 +180,8 @@ struct State {
 const TOKEN_LIFETIME: Duration = Duration::from_secs(3599);
 
 /// What other fakes may do with a running fake metadata server: read and change the attached
-/// disks (as `attachDisk` does), check an access token.
+/// disks (as `attachDisk` does), set the attributes a new VM is created with, read its guest
+/// attributes (as `instances.getGuestAttributes` does), check an access token.
 #[derive(Clone)]
 pub struct Handle(Arc<Shared>);
 
@@ -193,6 +194,32 @@ impl Handle {
     /// Change the attached disks (watches wake).
     pub fn update_disks(&self, f: impl FnOnce(&mut Vec<Disk>)) {
         self.0.update(|s| f(&mut s.disks));
+    }
+
+    /// Set instance attributes (as creating the VM with them does; watches wake).
+    pub fn set_attributes(&self, items: &[(String, String)]) {
+        self.0.update(|s| {
+            for (k, v) in items {
+                s.attributes.insert(k.clone(), v.clone());
+            }
+        });
+    }
+
+    /// The guest attributes of `namespace`: `(key, value)`, by key.
+    pub fn guest_attributes(&self, namespace: &str) -> Vec<(String, String)> {
+        self.0
+            .lock()
+            .guest
+            .iter()
+            .filter(|((ns, _), _)| ns == namespace)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// A new access token that [`Handle::token_is_valid`] accepts (for another issuer, the
+    /// fake OAuth endpoint), and how long it is valid.
+    pub fn mint_token(&self) -> (String, Duration) {
+        mint(&self.0)
     }
 
     /// Whether `token` was issued here and is still valid.
@@ -394,8 +421,8 @@ async fn serve(
 
 type Answer = Response<Full<Bytes>>;
 
-/// A new access token, valid for the set lifetime.
-fn issue_token(shared: &Shared) -> Answer {
+/// A new access token, valid for the set lifetime; with that lifetime.
+fn mint(shared: &Shared) -> (String, Duration) {
     let mut state = shared.lock();
     let lifetime = state.token_lifetime.unwrap_or(TOKEN_LIFETIME);
     let nanos = std::time::SystemTime::now()
@@ -405,7 +432,12 @@ fn issue_token(shared: &Shared) -> Answer {
     state
         .tokens
         .push((token.clone(), Instant::now() + lifetime));
-    drop(state);
+    (token, lifetime)
+}
+
+/// A new access token, as the token endpoint answers it.
+fn issue_token(shared: &Shared) -> Answer {
+    let (token, lifetime) = mint(shared);
     let body = json!({
         "access_token": token,
         "expires_in": lifetime.as_secs(),
@@ -460,12 +492,7 @@ async fn handle(req: Request<Incoming>, shared: &Shared) -> Answer {
         .filter(|(k, _)| !k.is_empty())
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = crate::server::body(req).await;
     let fault = shared.lock().faults.pop_front();
     let answered = if let Some(status) = fault {
         answer(status, "injected failure\n", false)

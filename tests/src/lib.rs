@@ -9,6 +9,7 @@ pub mod gce;
 pub mod gce_metadata;
 pub mod hive;
 pub mod images;
+pub mod oauth;
 pub mod qflow;
 pub mod scan_env;
 pub mod server;

@@ -138,3 +138,13 @@ pub async fn serve_http<S, F, Fut>(
         });
     }
 }
+
+/// The whole body of `req` (empty when it cannot be read: the client went away).
+pub async fn body(req: hyper::Request<hyper::body::Incoming>) -> bytes::Bytes {
+    use http_body_util::BodyExt as _;
+    req.into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default()
+}

@@ -4,15 +4,20 @@
 //!
 //! - disks on a virtio-scsi controller as `scsi-hd` with vendor `Google`, product
 //!   `PersistentDisk` and serial = device name; READ_ONLY ones are read-only drives;
-//! - the metadata server at `169.254.169.254:80` and the upload receiver at
-//!   `169.254.169.100:8080`, both forwarded to the host's fakes by QEMU's user network
+//! - the metadata server at `169.254.169.254:80`, the upload receiver at
+//!   `169.254.169.100:8080` and the Compute API at `169.254.169.101:8080` (when the test runs
+//!   one), forwarded to the host's fakes by QEMU's user network
 //!   (`guestfwd`, one `socat` per connection: a plain chardev would multiplex every guest
 //!   connection onto one host socket);
 //! - the console on the first serial port; on the second, the agent's journal as JSON, written
-//!   by a test-only unit when the guest shuts down ([`Vm::power_down`], ACPI through QMP).
+//!   by a test-only unit when the guest shuts down ([`Vm::power_down`], ACPI through QMP);
+//! - disks the fake Compute API attaches while the VM runs are hot-plugged through QMP
+//!   (`blockdev-add` + `device_add` of the same `scsi-hd`; `device_del` + `blockdev-del`):
+//!   [`Hotplug`], a [`DiskBus`].
 //!
-//! The guest's settings for the test: the QFlow sink at the forwarded address and its token
-//! (`/etc/snapscan/agent.d/90-vmtest.toml`, `/etc/snapscan/agent.env`), DHCP by
+//! The guest's settings for the test: the QFlow sink and the Compute API at the forwarded
+//! addresses and the QFlow token (`/etc/snapscan/agent.d/90-vmtest.toml`,
+//! `/etc/snapscan/agent.env`), DHCP by
 //! systemd-networkd. Everything else is what the image ships.
 //!
 //! Not here: the fakes themselves, the assertions (`tests/tests/vm.rs`).
@@ -24,6 +29,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use crate::gce::DiskBus;
 
 use crate::images::cmd::{run, tool};
 use crate::images::roots::debootstrap_cached;
@@ -49,6 +57,8 @@ const GUEST_PACKAGES: &[&str] = &[
 ];
 /// Where the guest reaches the upload receiver.
 pub const GUEST_QFLOW: &str = "169.254.169.100:8080";
+/// Where the guest reaches the Compute API.
+pub const GUEST_COMPUTE: &str = "169.254.169.101:8080";
 
 /// A bootable guest: its root filesystem image (a whole-disk ext4, booted directly with the
 /// kernel and initrd, no boot loader).
@@ -231,7 +241,8 @@ fn configure(root: &Path, qflow_token: &str) -> anyhow::Result<()> {
         "etc/snapscan/agent.d/90-vmtest.toml",
         &format!(
             "# VM test: upload to the host's fake QFlow receiver.\n[upload]\nsink = \"qflow\"\n\
-             [upload.qflow]\nurl = \"http://{GUEST_QFLOW}/qflow/snapshot/v1/upload\"\n"
+             [upload.qflow]\nurl = \"http://{GUEST_QFLOW}/qflow/snapshot/v1/upload\"\n\
+             [compute]\nurl = \"http://{GUEST_COMPUTE}/compute/v1\"\n"
         ),
     )?;
     write(
@@ -271,8 +282,8 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Boot `guest` with `disks`, the metadata server at host port `metadata_port` and the
-    /// receiver at `qflow_port`.
+    /// Boot `guest` with `disks`, the metadata server at host port `metadata_port`, the
+    /// receiver at `qflow_port` and the Compute API at `compute_port`, if any.
     ///
     /// # Errors
     ///
@@ -282,6 +293,7 @@ impl Vm {
         disks: &[VmDisk],
         metadata_port: u16,
         qflow_port: u16,
+        compute_port: Option<u16>,
     ) -> anyhow::Result<Vm> {
         let dir = tempfile::Builder::new()
             .prefix("snapscan-vm-run-")
@@ -316,11 +328,16 @@ impl Vm {
         let fwd = |guest_addr: &str, port: u16| {
             format!("guestfwd=tcp:{guest_addr}-cmd:socat STDIO TCP:127.0.0.1:{port}")
         };
-        cmd.arg("-netdev").arg(format!(
+        let mut netdev = format!(
             "user,id=n0,net=169.254.169.0/24,{},{}",
             fwd("169.254.169.254:80", metadata_port),
             fwd(GUEST_QFLOW, qflow_port)
-        ));
+        );
+        if let Some(port) = compute_port {
+            netdev.push(',');
+            netdev.push_str(&fwd(GUEST_COMPUTE, port));
+        }
+        cmd.arg("-netdev").arg(netdev);
         cmd.args(["-device", "virtio-net-pci,netdev=n0"])
             .arg("-serial")
             .arg(format!("file:{}", dir.path().join("console.log").display()))
@@ -371,28 +388,7 @@ impl Vm {
     ///
     /// QMP refused, or the guest did not power off in time (it is killed then).
     pub fn power_down(mut self, wait: Duration) -> anyhow::Result<String> {
-        let qmp = UnixStream::connect(self.dir.path().join("qmp.sock"))
-            .context("cannot connect to QMP")?;
-        let mut reader = BufReader::new(qmp.try_clone()?);
-        let mut writer = qmp;
-        let mut line = String::new();
-        reader.read_line(&mut line)?; // greeting
-        for cmd in ["qmp_capabilities", "system_powerdown"] {
-            writeln!(writer, "{{\"execute\": \"{cmd}\"}}")?;
-            // Events (`POWERDOWN`...) may come before the answer.
-            loop {
-                line.clear();
-                if reader.read_line(&mut line)? == 0 {
-                    bail!("QMP closed during {cmd}");
-                }
-                if line.contains("\"return\"") {
-                    break;
-                }
-                if line.contains("\"error\"") {
-                    bail!("QMP {cmd}: {line}");
-                }
-            }
-        }
+        Qmp::connect(&self.qmp_socket())?.execute("system_powerdown", json!({}))?;
         let deadline = Instant::now() + wait;
         let mut child = self.child.take().context("no qemu")?;
         loop {
@@ -407,6 +403,132 @@ impl Vm {
             std::thread::sleep(Duration::from_millis(200));
         }
         Ok(std::fs::read_to_string(self.dir.path().join("journal.log")).unwrap_or_default())
+    }
+}
+
+impl Vm {
+    fn qmp_socket(&self) -> PathBuf {
+        self.dir.path().join("qmp.sock")
+    }
+}
+
+/// One QMP session (capabilities negotiated).
+struct Qmp {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Qmp {
+    fn connect(socket: &Path) -> anyhow::Result<Qmp> {
+        let stream = UnixStream::connect(socket).context("cannot connect to QMP")?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let mut qmp = Qmp {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: stream,
+        };
+        qmp.next_message()?; // the greeting
+        qmp.execute("qmp_capabilities", json!({}))?;
+        Ok(qmp)
+    }
+
+    fn next_message(&mut self) -> anyhow::Result<Value> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            bail!("QMP closed");
+        }
+        serde_json::from_str(&line).with_context(|| format!("QMP said {line}"))
+    }
+
+    /// Run `command`; its `return`. Events before the answer are skipped.
+    fn execute(&mut self, command: &str, arguments: Value) -> anyhow::Result<Value> {
+        writeln!(
+            self.writer,
+            "{}",
+            json!({"execute": command, "arguments": arguments})
+        )?;
+        loop {
+            let m = self.next_message()?;
+            if let Some(r) = m.get("return") {
+                return Ok(r.clone());
+            }
+            if let Some(e) = m.get("error") {
+                bail!("QMP {command}: {e}");
+            }
+        }
+    }
+
+    /// Wait for the event `name` whose `data.device` is `device`.
+    fn wait_event(&mut self, name: &str, device: &str, wait: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            let m = self.next_message()?;
+            if m["event"] == name && m["data"]["device"] == device {
+                return Ok(());
+            }
+        }
+        bail!("no {name} for {device} within {wait:?}")
+    }
+}
+
+/// A VM's SCSI bus as the fake Compute API's [`DiskBus`]: a disk is a `scsi-hd` hot-plugged
+/// with vendor `Google`, product `PersistentDisk` and serial = device name, as at boot. Made
+/// before the VM (the fake's address is part of its command line), bound to it once booted.
+#[derive(Default)]
+pub struct Hotplug {
+    qmp: Option<PathBuf>,
+    /// Device name and QMP node/device number.
+    plugged: Vec<(String, u32)>,
+    next: u32,
+}
+
+impl Hotplug {
+    /// Plug into `vm` from now on.
+    pub fn bind(&mut self, vm: &Vm) {
+        self.qmp = Some(vm.qmp_socket());
+    }
+
+    fn session(&self) -> anyhow::Result<Qmp> {
+        Qmp::connect(self.qmp.as_deref().context("no VM bound yet")?)
+    }
+}
+
+impl DiskBus for Hotplug {
+    fn plug(&mut self, device_name: &str, image: &Path, read_only: bool) -> anyhow::Result<()> {
+        let n = self.next;
+        self.next += 1;
+        let mut qmp = self.session()?;
+        qmp.execute(
+            "blockdev-add",
+            json!({"driver": "raw", "node-name": format!("hp{n}"), "read-only": read_only,
+                   "file": {"driver": "file", "filename": image, "read-only": read_only}}),
+        )?;
+        qmp.execute(
+            "device_add",
+            json!({"driver": "scsi-hd", "id": format!("hpd{n}"), "drive": format!("hp{n}"),
+                   "bus": "scsi0.0", "vendor": "Google", "product": "PersistentDisk",
+                   "serial": device_name}),
+        )?;
+        self.plugged.push((device_name.to_owned(), n));
+        Ok(())
+    }
+
+    fn unplug(&mut self, device_name: &str) -> anyhow::Result<()> {
+        let at = self
+            .plugged
+            .iter()
+            .position(|(d, _)| d == device_name)
+            .with_context(|| format!("no disk '{device_name}' plugged"))?;
+        let (_, n) = self.plugged.remove(at);
+        let mut qmp = self.session()?;
+        qmp.execute("device_del", json!({"id": format!("hpd{n}")}))?;
+        // The guest lets go of the device first; then the drive can go.
+        qmp.wait_event(
+            "DEVICE_DELETED",
+            &format!("hpd{n}"),
+            Duration::from_secs(60),
+        )?;
+        qmp.execute("blockdev-del", json!({"node-name": format!("hp{n}")}))?;
+        Ok(())
     }
 }
 

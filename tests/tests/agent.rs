@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use snapscan_tests::compute::FakeCompute;
-use snapscan_tests::gce::GceDisks;
+use snapscan_tests::gce::{DiskBus, GceDisks};
 use snapscan_tests::gce_metadata::{Disk, FakeMetadata, Identity};
 use snapscan_tests::images::{self, is_root};
+use snapscan_tests::oauth::FakeOauth;
 use snapscan_tests::qflow::{FakeQflow, Fault, Options};
 
 const TOKEN: &str = "agent-test-token";
@@ -71,7 +72,7 @@ impl Harness {
             &id.project,
             &zone,
             self.md.handle(),
-            Arc::clone(&self.disks),
+            Arc::clone(&self.disks) as Arc<Mutex<dyn DiskBus>>,
         );
         api.add_instance(&id.name, &id.id.to_string());
         api.set_operation_delay(Duration::from_millis(300));
@@ -1043,6 +1044,32 @@ fn source_assignments_make_attach_scan_and_delete_their_disks() {
 }
 
 #[test]
+fn a_withdrawn_source_assignment_cleans_up_its_disk() {
+    needs_root!();
+    let (q, port) = receiver();
+    let mut h = Harness::new(port, "");
+    h.with_compute(&["debian-ext4-gpt"])
+        .set_operation_delay(Duration::from_millis(1500));
+    h.start();
+    // Withdrawn while its disk is being made, and while it is being attached.
+    for (id, step) in [("gone-early", "requested"), ("gone-late", "created")] {
+        h.assign(&json!([by_snapshot(id, "debian-ext4-gpt")]));
+        h.wait(&format!("{id}'s disk {step}"), 60, |h| {
+            disk_step(h, id) == step
+        });
+        h.assign(&json!([]));
+        h.wait_job(id, "cancelled", 60);
+        h.wait(&format!("{id}'s disk deleted"), 60, |h| {
+            disk_step(h, id) == "deleted"
+        });
+        assert_nothing_left(&h);
+    }
+    assert!(stored_by_job(&q).is_empty(), "{:?}", stored_by_job(&q));
+    assert!(!h.log_text().contains("leftover"), "{}", h.log_text());
+    assert_eq!(h.stop(nix::sys::signal::Signal::SIGTERM), Some(0));
+}
+
+#[test]
 fn killed_at_every_disk_step_nothing_leaks_and_nothing_is_stored_twice() {
     needs_root!();
     let (q, port) = receiver();
@@ -1165,4 +1192,239 @@ fn idle_action_delete_deletes_the_instance_only_after_every_ack() {
             .contains("deleting instance"),
         "{agent}"
     );
+}
+
+/// `snapscan launch` with the fake Compute API, credentials from a service-account key whose
+/// token endpoint is the fake OAuth server; stdout and stderr go to files in the harness.
+fn launch(h: &Harness, oauth: &FakeOauth, args: &[&str]) -> Child {
+    let key = oauth.key_file(h.dir.path()).expect("key file");
+    let out = std::fs::File::create(h.dir.path().join("launch.out")).expect("stdout file");
+    let err = std::fs::File::create(h.dir.path().join("launch.err")).expect("stderr file");
+    Command::new(snapscan_tests::snapscan_bin())
+        .args([
+            "launch",
+            "--project",
+            "scan-project",
+            "--zone",
+            "europe-west1-b",
+        ])
+        .args(["--compute-url", &h.api().url()])
+        .args(args)
+        .env("GOOGLE_APPLICATION_CREDENTIALS", key)
+        .env("HOME", h.dir.path())
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("spawn snapscan launch")
+}
+
+/// Wait for `child` at most `secs`; its exit code and what it printed (stdout, stderr).
+fn finish(h: &Harness, mut child: Child, secs: u64) -> (Option<i32>, String, String) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "snapscan launch did not end\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- agent log ---\n{}",
+                std::fs::read_to_string(h.dir.path().join("launch.out")).unwrap_or_default(),
+                std::fs::read_to_string(h.dir.path().join("launch.err")).unwrap_or_default(),
+                h.log_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let read = |f: &str| std::fs::read_to_string(h.dir.path().join(f)).unwrap_or_default();
+    (status.code(), read("launch.out"), read("launch.err"))
+}
+
+/// A source VM `web-1` whose boot disk `web-1-boot` holds `fixture`; the scanner VM not yet
+/// created (launch creates it).
+fn source_vm(h: &mut Harness, fixture: &str) {
+    h.with_compute(&[fixture]);
+    h.api().remove_instance(&Identity::default().name);
+    h.api().add_instance("web-1", "4242");
+    h.api().add_disk("web-1-boot", &snapshot(fixture), &[]);
+}
+
+/// Start the agent once the scanner VM exists in the API, as the VM boots after creation.
+fn boot_when_created(h: &mut Harness) {
+    let me = Identity::default().name;
+    h.wait("the scanner VM created", 60, |h| {
+        !h.api().attached(&me).is_empty()
+    });
+    h.start();
+}
+
+/// `snapscan launch --name <the fake VM> --wait --poll-secs 1 ARGS`, the agent booted once the
+/// VM exists; the launch's exit code and output.
+fn launch_and_boot(h: &mut Harness, args: &[&str]) -> (Option<i32>, String, String) {
+    let me = Identity::default().name;
+    let oauth = FakeOauth::start(h.md.handle());
+    let mut all = vec!["--name", &me, "--wait", "--poll-secs", "1"];
+    all.extend_from_slice(args);
+    let child = launch(h, &oauth, &all);
+    boot_when_created(h);
+    finish(h, child, 300)
+}
+
+#[test]
+fn launch_dry_run_prints_the_requests_and_changes_nothing() {
+    let mut h = Harness::new(free_port(), "");
+    source_vm(&mut h, "debian-ext4-gpt");
+    let oauth = FakeOauth::start(h.md.handle());
+    let child = launch(
+        &h,
+        &oauth,
+        &[
+            "--instance",
+            "web-1",
+            "--snapshot",
+            "projects/prod/global/snapshots/old-1",
+            "--name",
+            "scanner-dry",
+            "--service-account",
+            "scanner@scan-project.iam.gserviceaccount.com",
+            "--dry-run",
+        ],
+    );
+    let (code, out, err) = finish(&h, child, 60);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let base = h.api().url();
+    assert!(
+        out.contains(&format!(
+            "POST {base}/projects/scan-project/zones/europe-west1-b/disks/web-1-boot/createSnapshot"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "POST {base}/projects/scan-project/zones/europe-west1-b/instances"
+        )),
+        "{out}"
+    );
+    // The body is the instance as it would be made: the assignments by snapshot, guest
+    // attributes on, no external address, the scanner's account.
+    assert!(out.contains(r#""name": "scanner-dry""#), "{out}");
+    assert!(out.contains("snapscan-assignments"), "{out}");
+    assert!(
+        out.contains(r#"\"source\":{\"snapshot\":\"projects/prod/global/snapshots/old-1\"}"#),
+        "{out}"
+    );
+    assert!(out.contains(r#""key": "enable-guest-attributes""#), "{out}");
+    assert!(!out.contains("accessConfigs"), "{out}");
+    assert!(err.contains("dry run: nothing was created"), "{err}");
+    // Only the source VM was read; nothing was made.
+    let sent: Vec<String> = h
+        .api()
+        .requests()
+        .into_iter()
+        .map(|r| format!("{} {}", r.method, r.path_and_query))
+        .collect();
+    assert!(sent.iter().all(|r| r.starts_with("GET ")), "{sent:?}");
+    assert!(h.api().inserted("scanner-dry").is_none());
+    assert_eq!(h.api().snapshot_paths(), [snapshot("debian-ext4-gpt")]);
+    assert_eq!(oauth.grants(), 1);
+}
+
+#[test]
+fn launch_snapshots_a_vm_and_the_scanner_vm_does_the_rest() {
+    needs_root!();
+    let (q, port) = receiver();
+    // No idle grace in the settings: the launch's metadata makes it 0.
+    let mut h = Harness::new(port, "");
+    source_vm(&mut h, "debian-ext4-gpt");
+    let me = Identity::default().name;
+    let (code, out, err) = launch_and_boot(
+        &mut h,
+        &[
+            "--instance",
+            "web-1",
+            "--service-account",
+            "scanner@scan-project.iam.gserviceaccount.com",
+            "--delete-snapshots",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}\n{}", h.log_text());
+    assert!(out.contains("web-1-boot: done (Debian"), "{out}");
+    assert!(
+        out.contains("outputs acknowledged by the receiver"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("scanner VM {me} deleted itself")),
+        "{out}"
+    );
+    // The VM was made with what the agent needs, and nothing more.
+    let body = h.api().inserted(&me).expect("the scanner VM inserted");
+    let items: BTreeMap<String, String> = body["metadata"]["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            (
+                i["key"].as_str().unwrap_or_default().to_owned(),
+                i["value"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(items["snapscan-idle-action"], "delete");
+    assert_eq!(items["snapscan-idle-grace-secs"], "0");
+    assert_eq!(items["enable-guest-attributes"], "TRUE");
+    let assignments: Value = serde_json::from_str(&items["snapscan-assignments"]).expect("json");
+    assert_eq!(assignments[0]["id"], "web-1-boot");
+    assert_eq!(assignments[0]["source_instance"], "web-1");
+    assert_eq!(body["disks"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(
+        body["serviceAccounts"][0]["email"],
+        "scanner@scan-project.iam.gserviceaccount.com"
+    );
+    // Results stored once; the snapshot it made, the agent's disk and the VM are gone.
+    assert_eq!(stored_by_job(&q).get("web-1-boot"), Some(&1));
+    let made = h.api().deleted_snapshots();
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert!(
+        made[0].contains("/snapshots/web-1-boot-snapscan-"),
+        "{made:?}"
+    );
+    assert_eq!(h.api().snapshot_paths(), [snapshot("debian-ext4-gpt")]);
+    assert_eq!(h.api().deleted_instances(), [me]);
+    assert_eq!(h.api().disk_names(), ["web-1-boot"]);
+    assert!(h.gce().attached().is_empty(), "{:?}", h.gce().attached());
+}
+
+#[test]
+fn launch_attach_at_create_needs_no_account_and_deletes_the_vm_after_the_results() {
+    needs_root!();
+    let (q, port) = receiver();
+    let mut h = Harness::new(port, "[agent]\npoweroff_command = [\"true\"]\n");
+    source_vm(&mut h, "debian-ext4-gpt");
+    let me = Identity::default().name;
+    let (code, out, err) = launch_and_boot(&mut h, &["--disk", "web-1-boot", "--attach-at-create"]);
+    assert_eq!(code, Some(0), "{out}\n{err}\n{}", h.log_text());
+    assert!(out.contains("web-1-boot: done (Debian"), "{out}");
+    assert!(
+        out.contains(&format!("scanner VM {me} deleted (its disks with it)")),
+        "{out}"
+    );
+    let body = h.api().inserted(&me).expect("the scanner VM inserted");
+    assert_eq!(body["serviceAccounts"], json!([]), "{body}");
+    assert_eq!(body["disks"][1]["mode"], "READ_ONLY", "{body}");
+    assert_eq!(body["disks"][1]["autoDelete"], true, "{body}");
+    assert_eq!(stored_by_job(&q).get("web-1-boot"), Some(&1));
+    // The agent made no disk of its own; the disk made with the VM went with it.
+    assert!(h
+        .api()
+        .requests()
+        .iter()
+        .all(|r| !(r.method == "POST" && r.path_and_query.contains("/disks?"))));
+    assert_eq!(h.api().deleted_instances(), [me]);
+    assert_eq!(h.api().disk_names(), ["web-1-boot"]);
+    assert!(h.gce().attached().is_empty(), "{:?}", h.gce().attached());
+    // Without --delete-snapshots, the snapshot it made stays for the user.
+    assert_eq!(h.api().snapshot_paths().len(), 2);
 }

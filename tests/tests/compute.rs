@@ -15,7 +15,7 @@ use snapscan::compute::{Client, ComputeConfig, ComputeError, DiskSource, NewDisk
 use snapscan::metadata::{self, MetadataConfig};
 use snapscan::retry::RetryConfig;
 use snapscan_tests::compute::FakeCompute;
-use snapscan_tests::gce::GceDisks;
+use snapscan_tests::gce::{DiskBus, GceDisks};
 use snapscan_tests::gce_metadata::{FakeMetadata, Mode};
 use snapscan_tests::images::is_root;
 
@@ -38,7 +38,12 @@ impl World {
     fn new() -> World {
         let md = FakeMetadata::start();
         let gce = Arc::new(Mutex::new(GceDisks::new().expect("gce disks")));
-        let api = FakeCompute::start(PROJECT, ZONE, md.handle(), Arc::clone(&gce));
+        let api = FakeCompute::start(
+            PROJECT,
+            ZONE,
+            md.handle(),
+            Arc::clone(&gce) as Arc<Mutex<dyn DiskBus>>,
+        );
         api.add_instance(SELF, "9459013426734123456");
         api.add_snapshot(SNAPSHOT, sample());
         api.set_operation_delay(Duration::from_millis(300));

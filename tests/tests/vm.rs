@@ -2,17 +2,22 @@
 //! boots under QEMU with systemd running the agent from `systemd/snapscan-agent.service`
 //! (hardening included), two snapshot-like disks and a READ_WRITE decoy attached as GCE attaches
 //! them, the fake metadata server at 169.254.169.254 and the fake QFlow receiver on the host
-//! (`snapscan_tests::vm`). Everything is asserted from the host; the timings are printed.
+//! (`snapscan_tests::vm`); and the same guest making its own disk from a snapshot through the
+//! fake Compute API, which hot-plugs it into the VM. Everything is asserted from the host; the
+//! timings are printed.
 
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use snapscan_tests::compute::FakeCompute;
 use snapscan_tests::expect::sha256_file;
-use snapscan_tests::gce_metadata::{Disk, FakeMetadata};
+use snapscan_tests::gce::DiskBus;
+use snapscan_tests::gce_metadata::{Disk, FakeMetadata, Identity};
 use snapscan_tests::images::{self, is_root};
 use snapscan_tests::qflow::FakeQflow;
-use snapscan_tests::vm::{Guest, Vm, VmDisk};
+use snapscan_tests::vm::{Guest, Hotplug, Vm, VmDisk};
 
 const TOKEN: &str = "vm-test-token";
 
@@ -168,7 +173,7 @@ fn scan_in_vm(guest: &Guest) -> (Duration, Duration) {
             read_only: false,
         },
     ];
-    let mut vm = Vm::boot(guest, &disks, md.addr().port(), q.addr().port()).expect("boot");
+    let mut vm = Vm::boot(guest, &disks, md.addr().port(), q.addr().port(), None).expect("boot");
 
     // READY: systemd prints "Started" for a Type=notify unit only after READY=1.
     let mut ready = None;
@@ -251,4 +256,80 @@ fn scan_in_vm(guest: &Guest) -> (Duration, Duration) {
         .collect();
     assert_eq!(after, hashes, "a disk changed");
     (ready, done)
+}
+
+#[test]
+fn the_image_makes_its_own_disk_from_a_snapshot_scans_and_deletes_it() {
+    if !is_root() {
+        snapscan_tests::skip("needs root (debootstrap, loop devices)");
+        return;
+    }
+    let _vm = one_vm();
+    let guest = Guest::build(&snapscan_tests::snapscan_bin(), TOKEN).expect("guest image");
+    let image = images::image("debian-ext4-gpt").expect("fixture");
+    let hash = sha256_file(&image);
+    let snapshot = "projects/prod/global/snapshots/web-1-boot";
+    let md = FakeMetadata::start();
+    md.set_disks(vec![Disk::boot("persistent-disk-0")]);
+    md.set_attribute("enable-guest-attributes", "TRUE");
+    md.set_attribute(
+        "snapscan-assignments",
+        &json!([{"id": "vm-src", "source": {"snapshot": snapshot}}]).to_string(),
+    );
+    let q = FakeQflow::start(TOKEN);
+    let me = Identity::default();
+    let zone = me.zone.rsplit('/').next().unwrap_or_default().to_owned();
+    let bus = Arc::new(Mutex::new(Hotplug::default()));
+    let api = FakeCompute::start(
+        &me.project,
+        &zone,
+        md.handle(),
+        Arc::clone(&bus) as Arc<Mutex<dyn DiskBus>>,
+    );
+    api.add_instance(&me.name, &me.id.to_string());
+    api.add_snapshot(snapshot, image.clone());
+    api.set_operation_delay(Duration::from_secs(1));
+    let mut vm = Vm::boot(
+        &guest,
+        &[],
+        md.addr().port(),
+        q.addr().port(),
+        Some(api.addr().port()),
+    )
+    .expect("boot");
+    bus.lock().expect("bus").bind(&vm);
+    let deadline = Instant::now() + Duration::from_secs(480);
+    let done = loop {
+        if let Some(e) = vm.exited() {
+            panic!("{e}\n--- console ---\n{}", vm.console());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out; job: {}; API: {:?}\n--- console ---\n{}",
+            guest_attr(&md, "vm-src"),
+            api.requests()
+                .iter()
+                .map(|r| format!("{} {} {}", r.method, r.path_and_query, r.status))
+                .collect::<Vec<_>>(),
+            vm.console()
+        );
+        if guest_attr(&md, "vm-src")["state"] == "done" && !api.deleted_disks().is_empty() {
+            break vm.uptime();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let job = guest_attr(&md, "vm-src");
+    assert_eq!(job["result"]["packages"], 88, "{job}");
+    let stored = q.stored();
+    assert_eq!(stored.len(), 1, "{stored:#?}");
+    // The disk it made (from the snapshot, hot-plugged read-only) is detached and deleted.
+    assert!(api.disk_names().is_empty(), "{:?}", api.disk_names());
+    assert_eq!(api.attached(&me.name), ["persistent-disk-0"]);
+    assert_eq!(md.disks(), [Disk::boot("persistent-disk-0")]);
+    vm.power_down(Duration::from_secs(120)).expect("power down");
+    assert_eq!(sha256_file(&image), hash, "the snapshot's image changed");
+    eprintln!(
+        "VM test (snapshot source) timings: boot to job done and disk deleted {:.1} s",
+        done.as_secs_f64()
+    );
 }

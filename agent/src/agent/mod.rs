@@ -9,7 +9,8 @@
 //! work, stops scans (unmounting everything), gives uploads in flight `stop_timeout_secs`, and
 //! exits; the journals say where to resume. With `idle_action = "poweroff"`, a VM whose jobs
 //! are all finished powers itself off after `idle_grace_secs`; with `"delete"` it deletes its
-//! own instance through the Compute API, once every result is acknowledged.
+//! own instance through the Compute API, once every result is acknowledged. The instance
+//! attributes [`IDLE_ATTRIBUTE`] and [`IDLE_GRACE_ATTRIBUTE`] override the settings for one VM.
 //!
 //! For `source` assignments the jobs make their disks through the Compute API
 //! ([`provision`]); at start and every [`SWEEP_EVERY`] the agent removes disks labelled with
@@ -55,6 +56,14 @@ pub const AGENT_KEY: &str = "agent";
 /// How often leftover disks are looked for (and at start).
 pub const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
+/// The instance attribute that overrides `[agent] idle_action` for this VM (set by
+/// `snapscan launch`): `none`, `poweroff` or `delete`.
+pub const IDLE_ATTRIBUTE: &str = "snapscan-idle-action";
+
+/// The instance attribute that overrides `[agent] idle_grace_secs` for this VM (`snapscan
+/// launch` sets 0: its VM gets no more work than it was created with).
+pub const IDLE_GRACE_ATTRIBUTE: &str = "snapscan-idle-grace-secs";
+
 /// What to do once every job is finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -98,7 +107,8 @@ pub struct AgentConfig {
     pub upload_retry_secs: u64,
     /// Keep result files after the QFlow receiver acknowledged them. Default false.
     pub keep_uploaded: bool,
-    /// `none` (default) or `poweroff` once every job is finished.
+    /// `none` (default), `poweroff` once every job is finished, or `delete` (the instance,
+    /// through the Compute API) once every result is also acknowledged.
     pub idle_action: IdleAction,
     /// How long the agent must have been idle before `idle_action`. Default 300.
     pub idle_grace_secs: u64,
@@ -273,6 +283,10 @@ struct Agent {
     compute: Arc<compute::Client>,
     /// Why the idle action did not happen (yet), for the `agent` attribute.
     idle_note: Option<String>,
+    /// The idle action of the instance's metadata ([`IDLE_ATTRIBUTE`]).
+    idle_override: Option<IdleAction>,
+    /// The idle grace of the instance's metadata ([`IDLE_GRACE_ATTRIBUTE`]).
+    idle_grace_override: Option<u64>,
 }
 
 impl Agent {
@@ -350,6 +364,8 @@ impl Agent {
             powered_off: false,
             compute,
             idle_note: None,
+            idle_override: None,
+            idle_grace_override: None,
         }
     }
 
@@ -391,20 +407,34 @@ impl Agent {
 
     /// The assignments changed (or were read for the first time).
     fn reconcile(&mut self) {
-        let text = match &*self.attributes.borrow_and_update() {
+        let dir = self.attributes.borrow_and_update().clone();
+        let attrs = match dir {
             Dir::Unknown => return,
-            Dir::Absent => String::new(),
-            Dir::Value(json) => match serde_json::from_str::<BTreeMap<String, String>>(json) {
-                Ok(attrs) => attrs
-                    .get(assignments::ATTRIBUTE)
-                    .cloned()
-                    .unwrap_or_default(),
+            Dir::Absent => BTreeMap::new(),
+            Dir::Value(json) => match serde_json::from_str::<BTreeMap<String, String>>(&json) {
+                Ok(attrs) => attrs,
                 Err(e) => {
                     tracing::error!("instance/attributes/ is not a JSON object: {e}");
                     return;
                 }
             },
         };
+        self.idle_override = self.idle_from_metadata(attrs.get(IDLE_ATTRIBUTE));
+        self.idle_grace_override = attrs.get(IDLE_GRACE_ATTRIBUTE).and_then(|v| {
+            v.trim()
+                .parse()
+                .inspect_err(|_| {
+                    tracing::error!(
+                        "metadata {IDLE_GRACE_ATTRIBUTE} = '{v}': not a number of seconds; \
+                         [agent] idle_grace_secs applies"
+                    );
+                })
+                .ok()
+        });
+        let text = attrs
+            .get(assignments::ATTRIBUTE)
+            .cloned()
+            .unwrap_or_default();
         let cfg = self.cfg.clone();
         let check = |name: &str| {
             cfg.scanners
@@ -637,8 +667,8 @@ impl Agent {
             return None;
         }
         let since = *self.idle_since.get_or_insert_with(Instant::now);
-        (self.cfg.agent.idle_action != IdleAction::None && !self.powered_off)
-            .then(|| since + Duration::from_secs(self.cfg.agent.idle_grace_secs))
+        (self.idle_action() != IdleAction::None && !self.powered_off)
+            .then(|| since + Duration::from_secs(self.idle_grace()))
     }
 
     /// Jobs that ended before a restart with their disk not yet released: release it now (a
@@ -653,6 +683,35 @@ impl Agent {
         for j in pending {
             self.start(j);
         }
+    }
+
+    /// `[agent] idle_action`, unless the instance's metadata says otherwise.
+    fn idle_action(&self) -> IdleAction {
+        self.idle_override.unwrap_or(self.cfg.agent.idle_action)
+    }
+
+    /// `[agent] idle_grace_secs`, unless the instance's metadata says otherwise.
+    fn idle_grace(&self) -> u64 {
+        self.idle_grace_override
+            .unwrap_or(self.cfg.agent.idle_grace_secs)
+    }
+
+    /// The idle action the launcher set in metadata ([`IDLE_ATTRIBUTE`]), if valid.
+    fn idle_from_metadata(&self, value: Option<&String>) -> Option<IdleAction> {
+        let value = value?;
+        let action = match value.trim() {
+            "none" => IdleAction::None,
+            "poweroff" if !self.cfg.agent.poweroff_command.is_empty() => IdleAction::Poweroff,
+            "delete" => IdleAction::Delete,
+            other => {
+                tracing::error!(
+                    "metadata {IDLE_ATTRIBUTE} = '{other}': not none, poweroff (with a \
+                     poweroff_command) or delete; [agent] idle_action applies"
+                );
+                return None;
+            }
+        };
+        Some(action)
     }
 
     /// Remove disks labelled with this instance that no live job holds, in the background.
@@ -697,7 +756,7 @@ impl Agent {
     }
 
     async fn power_off(&mut self) {
-        if self.cfg.agent.idle_action == IdleAction::Delete {
+        if self.idle_action() == IdleAction::Delete {
             self.delete_self().await;
             return;
         }
@@ -708,7 +767,7 @@ impl Agent {
         };
         tracing::warn!(
             "every job is finished and the agent was idle for {} s: powering off ({})",
-            self.cfg.agent.idle_grace_secs,
+            self.idle_grace(),
             argv.join(" ")
         );
         self.reporter.flush(Duration::from_secs(10)).await;
@@ -743,7 +802,7 @@ impl Agent {
         let me = self.identity.name.clone();
         let note = format!(
             "every job is finished, every result acknowledged, idle for {} s: deleting instance {me}",
-            self.cfg.agent.idle_grace_secs
+            self.idle_grace()
         );
         tracing::warn!("{note}");
         self.idle_note = Some(note);

@@ -14,11 +14,17 @@
 //! Google crates pull in a large dependency tree and their own auth stack, and this way the
 //! base URL is a setting (tests, private endpoints) and retries follow the agent's policy.
 //!
-//! Not here: what to create or delete when (the agent's job lifecycle), the launcher's calls.
+//! The same client serves `snapscan launch` (snapshots, the scanner VM, its guest attributes)
+//! with Application Default Credentials, and can print its mutating requests instead of
+//! sending them (`--dry-run`).
+//!
+//! Not here: what to create or delete when (the agent's job lifecycle, [`crate::launch`]).
 
 mod resources;
 pub mod token;
 
+use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
@@ -28,8 +34,8 @@ use serde_json::Value;
 use crate::metadata;
 use crate::retry::{self, RetryConfig, Verdict};
 
-pub use resources::{AttachedDisk, Disk, DiskSource, Instance, NewDisk, Operation};
-pub use token::TokenSource;
+pub use resources::{AttachedDisk, Disk, DiskSource, GuestAttribute, Instance, NewDisk, Operation};
+pub use token::{TokenSource, Tokens};
 
 /// The public endpoint.
 pub const DEFAULT_URL: &str = "https://compute.googleapis.com/compute/v1";
@@ -173,15 +179,18 @@ const RATE_LIMIT_REASONS: [&str; 2] = ["rateLimitExceeded", "userRateLimitExceed
 /// A client for one project and zone (the VM's own).
 pub struct Client {
     http: reqwest::Client,
+    api_base: String,
     zone_base: String,
     project: String,
     zone: String,
-    tokens: TokenSource,
+    tokens: Arc<Tokens>,
     retry: RetryConfig,
     operation_timeout: Duration,
+    dry_run: bool,
 }
 
-/// One API request: method, URL relative to the zone (or absolute), body.
+/// One API request: method, path relative to the zone (or to the API when it starts with
+/// `projects/`), query, body.
 struct Call<'a> {
     what: String,
     method: reqwest::Method,
@@ -191,7 +200,7 @@ struct Call<'a> {
 }
 
 impl Client {
-    /// A client for `project`/`zone` with tokens from `metadata`.
+    /// A client for `project`/`zone` with tokens from `metadata` (the VM's own account).
     ///
     /// # Errors
     ///
@@ -202,22 +211,49 @@ impl Client {
         project: &str,
         zone: &str,
     ) -> anyhow::Result<Client> {
+        Client::with_tokens(
+            cfg,
+            Arc::new(Tokens::Metadata(TokenSource::new(metadata))),
+            project,
+            zone,
+        )
+    }
+
+    /// A client for `project`/`zone` with `tokens`.
+    ///
+    /// # Errors
+    ///
+    /// The HTTP client cannot be built.
+    pub fn with_tokens(
+        cfg: &ComputeConfig,
+        tokens: Arc<Tokens>,
+        project: &str,
+        zone: &str,
+    ) -> anyhow::Result<Client> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(cfg.request_timeout_secs.max(1)))
             .connect_timeout(Duration::from_secs(10))
             .build()?;
+        let api_base = format!("{}/", cfg.url.trim_end_matches('/'));
         Ok(Client {
             http,
-            zone_base: format!(
-                "{}/projects/{project}/zones/{zone}/",
-                cfg.url.trim_end_matches('/')
-            ),
+            zone_base: format!("{api_base}projects/{project}/zones/{zone}/"),
+            api_base,
             project: project.to_owned(),
             zone: zone.to_owned(),
-            tokens: TokenSource::new(metadata),
+            tokens,
             retry: cfg.retry.clone(),
             operation_timeout: Duration::from_secs(cfg.operation_timeout_secs.max(1)),
+            dry_run: false,
         })
+    }
+
+    /// Print each mutating request (method, URL, JSON body) on stdout instead of sending it,
+    /// as if it were done at once; reads are still sent.
+    #[must_use]
+    pub fn dry_run(mut self) -> Client {
+        self.dry_run = true;
+        self
     }
 
     /// The project.
@@ -238,9 +274,18 @@ impl Client {
         format!("projects/{}/zones/{}/disks/{name}", self.project, self.zone)
     }
 
+    /// The URL of `path` (relative to the zone, or to the API for `projects/...`).
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("projects/") {
+            format!("{}{path}", self.api_base)
+        } else {
+            format!("{}{path}", self.zone_base)
+        }
+    }
+
     /// Send `call`, retrying what is worth retrying; the answer's JSON (`null` when empty).
     async fn send(&self, call: Call<'_>) -> Result<Value, ComputeError> {
-        let url = format!("{}{}", self.zone_base, call.path);
+        let url = self.url(call.path);
         let mut attempt = 0u32;
         let mut refreshed = false;
         loop {
@@ -340,6 +385,15 @@ impl Client {
         method: reqwest::Method,
         mut query: Vec<(&'static str, String)>,
     ) -> Result<Operation, ComputeError> {
+        if self.dry_run {
+            print_request(&method, &self.url(path), &query, body.as_ref());
+            return Ok(Operation {
+                name: "dry-run".into(),
+                status: "DONE".into(),
+                operation_type: what,
+                ..Operation::default()
+            });
+        }
         query.push(("requestId", uuid::Uuid::new_v4().to_string()));
         let answer = self
             .send(Call {
@@ -375,11 +429,16 @@ impl Client {
                     retryable: true,
                 });
             }
+            // A global operation (snapshots) names itself; a zone operation is of this zone.
+            let path = match op.self_link.find("projects/") {
+                Some(at) => format!("{}/wait", &op.self_link[at..]),
+                None => format!("operations/{}/wait", op.name),
+            };
             let answer = self
                 .send(Call {
                     what: what.clone(),
                     method: reqwest::Method::POST,
-                    path: &format!("operations/{}/wait", op.name),
+                    path: &path,
                     query: Vec::new(),
                     body: None,
                 })
@@ -393,6 +452,27 @@ impl Client {
                 let reasons: Vec<&str> = codes.iter().map(String::as_str).collect();
                 Err(classify(&what, status, &reasons, message))
             }
+        }
+    }
+}
+
+/// A request as `--dry-run` shows it: `METHOD URL`, then its JSON body, indented.
+fn print_request(
+    method: &reqwest::Method,
+    url: &str,
+    query: &[(&'static str, String)],
+    body: Option<&Value>,
+) {
+    let mut line = format!("{method} {url}");
+    for (i, (k, v)) in query.iter().enumerate() {
+        let sep = if i == 0 { '?' } else { '&' };
+        let _ = write!(line, "{sep}{k}={v}");
+    }
+    println!("{line}");
+    if let Some(body) = body {
+        let text = serde_json::to_string_pretty(body).unwrap_or_default();
+        for l in text.lines() {
+            println!("  {l}");
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The Compute Engine resources the agent handles (disks, its own instance, zone operations)
-//! as the API's JSON has them (camelCase, 64-bit numbers as strings), and the calls on them.
+//! The Compute Engine resources the agent and the launcher handle (disks, instances, snapshots,
+//! guest attributes, operations) as the API's JSON has them (camelCase, 64-bit numbers as
+//! strings), and the calls on them.
 //!
 //! Not here: sending, retries, errors ([`super::Client::send`]).
 
@@ -23,6 +24,8 @@ pub struct Operation {
     pub operation_type: String,
     /// The resource it acts on.
     pub target_link: String,
+    /// Its own URL (a zone's or the global operations').
+    pub self_link: String,
     /// When `DONE` and failed: its errors.
     pub error: Option<OperationErrors>,
     /// When failed: the HTTP status it stands for.
@@ -328,6 +331,120 @@ impl Client {
             Vec::new(),
         )
         .await
+    }
+}
+
+/// A guest attribute, as `instances.getGuestAttributes` lists them.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(default)]
+pub struct GuestAttribute {
+    /// Its namespace (`snapscan`).
+    pub namespace: String,
+    /// Its key.
+    pub key: String,
+    /// Its value.
+    pub value: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct GuestAttributes {
+    query_value: GuestAttributeItems,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct GuestAttributeItems {
+    items: Vec<GuestAttribute>,
+}
+
+impl Client {
+    /// `disks.createSnapshot`: start a snapshot `name` of disk `disk` (of this zone), with
+    /// `labels`; it is `projects/<project>/global/snapshots/<name>`.
+    ///
+    /// # Errors
+    ///
+    /// The request was refused.
+    pub async fn create_snapshot(
+        &self,
+        disk: &str,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Operation, ComputeError> {
+        self.start(
+            format!("snapshot disk {disk} as {name}"),
+            &format!("disks/{disk}/createSnapshot"),
+            Some(json!({"name": name, "labels": labels})),
+            Method::POST,
+            Vec::new(),
+        )
+        .await
+    }
+
+    /// `snapshots.delete`: start deleting snapshot `name` of this project (a global operation).
+    ///
+    /// # Errors
+    ///
+    /// The request was refused.
+    pub async fn delete_snapshot(&self, name: &str) -> Result<Operation, ComputeError> {
+        self.start(
+            format!("delete snapshot {name}"),
+            &format!("projects/{}/global/snapshots/{name}", self.project),
+            None,
+            Method::DELETE,
+            Vec::new(),
+        )
+        .await
+    }
+
+    /// `instances.insert` of `body` (an `Instance` resource) in this zone.
+    ///
+    /// # Errors
+    ///
+    /// The request was refused.
+    pub async fn insert_instance(&self, body: Value) -> Result<Operation, ComputeError> {
+        let name = body["name"].as_str().unwrap_or_default().to_owned();
+        self.start(
+            format!("create instance {name}"),
+            "instances",
+            Some(body),
+            Method::POST,
+            Vec::new(),
+        )
+        .await
+    }
+
+    /// `instances.getGuestAttributes` under `query_path` (`snapscan/`); none yet is an empty
+    /// list.
+    ///
+    /// # Errors
+    ///
+    /// Any failure; not found when the instance is gone.
+    pub async fn guest_attributes(
+        &self,
+        instance: &str,
+        query_path: &str,
+    ) -> Result<Vec<GuestAttribute>, ComputeError> {
+        let answer = self
+            .send(Call {
+                what: format!("guest attributes of {instance}"),
+                method: Method::GET,
+                path: &format!("instances/{instance}/getGuestAttributes"),
+                query: vec![("queryPath", query_path.to_owned())],
+                body: None,
+            })
+            .await;
+        match answer {
+            Ok(v) => Ok(parse::<GuestAttributes>("guest attributes", v)?
+                .query_value
+                .items),
+            // The API says 404 both for no attributes under the path and for no instance.
+            Err(ComputeError::NotFound { .. }) => {
+                self.get_instance(instance).await?;
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 

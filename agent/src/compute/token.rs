@@ -1,9 +1,13 @@
-//! The scanner VM's own OAuth access token, from the metadata server
-//! (`instance/service-accounts/default/token`), cached until shortly before it expires and
-//! dropped when the Compute API refuses it (`401`), so the next request fetches a fresh one.
+//! OAuth access tokens for the Compute API ([`Tokens`]): the scanner VM's own, from the
+//! metadata server (`instance/service-accounts/default/token`), cached until shortly before it
+//! expires and dropped when the Compute API refuses it (`401`), so the next request fetches a
+//! fresh one; or, for `snapscan launch` run anywhere, Application Default Credentials through
+//! `gcp_auth` (a key file named by `GOOGLE_APPLICATION_CREDENTIALS`, `gcloud auth
+//! application-default login`, the metadata server, or the `gcloud` CLI), which caches its own.
 //!
-//! Not here: what the token is used for ([`super::Client`]), other accounts, identity tokens.
+//! Not here: what the token is used for ([`super::Client`]), identity tokens.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -26,6 +30,61 @@ pub enum TokenError {
     /// It answered something that is not a token.
     #[error("the metadata server's token answer is not a token: {0}")]
     Malformed(String),
+    /// No Application Default Credentials, or they gave no token.
+    #[error("no Google credentials (run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a key file): {0}")]
+    Adc(String),
+}
+
+/// The scope asked of Application Default Credentials.
+const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
+
+/// Where a client's tokens come from.
+pub enum Tokens {
+    /// The VM's own service account.
+    Metadata(TokenSource),
+    /// Application Default Credentials.
+    Adc(Arc<dyn gcp_auth::TokenProvider>),
+    /// None (a dry run without credentials): why, for any request that needs one.
+    Unavailable(String),
+}
+
+impl Tokens {
+    /// Application Default Credentials, found as `gcloud` and the client libraries find them.
+    ///
+    /// # Errors
+    ///
+    /// None are set up.
+    pub async fn adc() -> Result<Tokens, TokenError> {
+        gcp_auth::provider()
+            .await
+            .map(Tokens::Adc)
+            .map_err(|e| TokenError::Adc(crate::error_chain(&e)))
+    }
+
+    /// A token to send now.
+    ///
+    /// # Errors
+    ///
+    /// None could be had.
+    pub async fn token(&self) -> Result<String, TokenError> {
+        match self {
+            Tokens::Metadata(t) => t.token().await,
+            Tokens::Adc(p) => p
+                .token(&[CLOUD_PLATFORM])
+                .await
+                .map(|t| t.as_str().to_owned())
+                .map_err(|e| TokenError::Adc(crate::error_chain(&e))),
+            Tokens::Unavailable(why) => Err(TokenError::Adc(why.clone())),
+        }
+    }
+
+    /// `token` was refused (a `401`): a metadata token is fetched again; ADC tokens are cached
+    /// by their provider until they expire.
+    pub async fn invalidate(&self, token: &str) {
+        if let Tokens::Metadata(t) = self {
+            t.invalidate(token).await;
+        }
+    }
 }
 
 #[derive(Deserialize)]
