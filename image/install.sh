@@ -15,6 +15,9 @@
 #   /usr/local/bin/snapscan
 #   /etc/systemd/system/snapscan-agent.service (enabled)
 #   /etc/snapscan/agent.toml (the commented defaults; an existing file is kept)
+#   /etc/modules-load.d/snapscan.conf: sd_mod at boot, so that the unit's DeviceAllow=block-sd
+#     finds the SCSI disk major even when no SCSI disk is attached yet (a VM that attaches its
+#     disks later, booted from virtio or NVMe)
 #   /etc/udev/rules.d/65-snapscan-gce-disk-naming.rules, only when Google's own rule (package
 #     google-compute-engine / google-guest-configs) is absent: /dev/disk/by-id/google-<name>
 #   runtime packages: ntfs-3g xfsprogs btrfs-progs lvm2 nvme-cli e2fsprogs util-linux
@@ -75,6 +78,12 @@ if [ -z "$google_rule" ]; then
     install -D -m 0644 "$here/65-snapscan-gce-disk-naming.rules" \
         "$root/etc/udev/rules.d/65-snapscan-gce-disk-naming.rules"
 fi
+
+# systemd resolves DeviceAllow=block-sd from /proc/devices when the unit starts: without the
+# driver loaded by then, every SCSI disk attached later is refused (EPERM on open).
+install -D -m 0644 /dev/null "$root/etc/modules-load.d/snapscan.conf"
+printf '# snapscan-agent.service allows block-sd: the SCSI disk driver must be loaded first.\nsd_mod\n' \
+    >"$root/etc/modules-load.d/snapscan.conf"
 
 # Enable without a running systemd (works in a chroot too).
 install -d "$root/etc/systemd/system/multi-user.target.wants"

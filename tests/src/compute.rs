@@ -27,6 +27,9 @@
 //!   ([`FakeCompute::fail_next`]); a disk quota ([`FakeCompute::set_disk_quota`]) makes an insert's
 //!   operation end `DONE` with `QUOTA_EXCEEDED`, as the real API does.
 //!
+//! - the IAM permissions each successful call needs, by caller
+//!   ([`FakeCompute::permissions_used`]), for checking the README's custom roles against them.
+//!
 //! Not here: regions, images as boot disks (the inserted VM's boot disk is only named),
 //! snapshots.insert (other snapshots are registered with [`FakeCompute::add_snapshot`]), IAM (a
 //! valid token may do everything).
@@ -164,6 +167,8 @@ struct State {
     deleted_disks: Vec<String>,
     deleted_snapshots: Vec<String>,
     inserted: BTreeMap<String, Value>,
+    /// `(bearer token, IAM permission)` of every request that succeeded.
+    permissions: Vec<(String, String)>,
     next_op: u64,
 }
 
@@ -221,6 +226,7 @@ impl FakeCompute {
                 deleted_disks: Vec::new(),
                 deleted_snapshots: Vec::new(),
                 inserted: BTreeMap::new(),
+                permissions: Vec::new(),
                 next_op: 1,
             }),
             metadata,
@@ -379,6 +385,21 @@ impl FakeCompute {
         self.shared.lock().deleted_instances.clone()
     }
 
+    /// The IAM permissions the successful requests needed, of the callers whose tokens
+    /// `of(token)` accepts.
+    pub fn permissions_used(
+        &self,
+        of: impl Fn(&str) -> bool,
+    ) -> std::collections::BTreeSet<String> {
+        self.shared
+            .lock()
+            .permissions
+            .iter()
+            .filter(|(t, _)| of(t))
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+
     /// Every request answered.
     pub fn requests(&self) -> Vec<RequestLog> {
         self.shared.lock().requests.clone()
@@ -438,7 +459,10 @@ async fn handle(req: Request<Incoming>, shared: &Shared) -> Answer {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
     let body = crate::server::body(req).await;
-    let answered = if !token.is_some_and(|t| shared.metadata.token_is_valid(&t)) {
+    let answered = if !token
+        .as_deref()
+        .is_some_and(|t| shared.metadata.token_is_valid(t))
+    {
         error(
             401,
             "authError",
@@ -458,12 +482,116 @@ async fn handle(req: Request<Incoming>, shared: &Shared) -> Answer {
             None => route(&method, &path, &query, &body, shared).await,
         }
     };
+    if answered.status().is_success() {
+        let needed = permissions(&method, &path, &body);
+        let who = token.unwrap_or_default();
+        shared
+            .lock()
+            .permissions
+            .extend(needed.into_iter().map(|p| (who.clone(), p.to_owned())));
+    }
     shared.lock().requests.push(RequestLog {
         method: method.to_string(),
         path_and_query,
         status: answered.status().as_u16(),
     });
     answered
+}
+
+/// The IAM permissions a call needs, as Compute Engine's documentation lists them per method
+/// (for `insert`: by what the body asks, e.g. a disk from a snapshot needs
+/// `compute.snapshots.useReadOnly`, labels need `setLabels`).
+fn permissions(method: &Method, path: &str, body: &[u8]) -> Vec<&'static str> {
+    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let rel = path.split("/projects/").nth(1).unwrap_or_default();
+    let parts: Vec<&str> = rel.split('/').skip(1).collect();
+    let has_labels = |v: &Value| v["labels"].as_object().is_some_and(|m| !m.is_empty());
+    let mut p = Vec::new();
+    match (method.as_str(), parts.as_slice()) {
+        (_, ["global", "operations", ..]) => p.push("compute.globalOperations.get"),
+        (_, ["zones", _, "operations", ..]) => p.push("compute.zoneOperations.get"),
+        ("DELETE", ["global", "snapshots", _]) => p.push("compute.snapshots.delete"),
+        ("POST", ["zones", _, "disks"]) => {
+            p.push("compute.disks.create");
+            if body["sourceSnapshot"].is_string() {
+                p.push("compute.snapshots.useReadOnly");
+            }
+            if body["sourceImage"].is_string() {
+                p.push("compute.images.useReadOnly");
+            }
+            if has_labels(&body) {
+                p.push("compute.disks.setLabels");
+            }
+        }
+        ("GET", ["zones", _, "disks"]) => p.push("compute.disks.list"),
+        ("GET", ["zones", _, "disks", _]) => p.push("compute.disks.get"),
+        ("DELETE", ["zones", _, "disks", _]) => p.push("compute.disks.delete"),
+        ("POST", ["zones", _, "disks", _, "createSnapshot"]) => {
+            p.extend(["compute.disks.createSnapshot", "compute.snapshots.create"]);
+            if has_labels(&body) {
+                p.push("compute.snapshots.setLabels");
+            }
+        }
+        ("POST", ["zones", _, "instances"]) => {
+            p.push("compute.instances.create");
+            for d in body["disks"].as_array().into_iter().flatten() {
+                let init = &d["initializeParams"];
+                p.push("compute.disks.create");
+                if init["sourceImage"].is_string() {
+                    p.push("compute.images.useReadOnly");
+                }
+                if init["sourceSnapshot"].is_string() {
+                    p.push("compute.snapshots.useReadOnly");
+                }
+                if has_labels(init) {
+                    p.push("compute.disks.setLabels");
+                }
+            }
+            if body["metadata"]["items"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+            {
+                p.push("compute.instances.setMetadata");
+            }
+            if has_labels(&body) {
+                p.push("compute.instances.setLabels");
+            }
+            if body["serviceAccounts"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+            {
+                p.extend([
+                    "compute.instances.setServiceAccount",
+                    "iam.serviceAccounts.actAs",
+                ]);
+            }
+            for n in body["networkInterfaces"].as_array().into_iter().flatten() {
+                if n["subnetwork"].is_string() {
+                    p.push("compute.subnetworks.use");
+                } else if n["network"].is_string() {
+                    p.push("compute.networks.use");
+                }
+            }
+        }
+        ("GET", ["zones", _, "instances", _]) => p.push("compute.instances.get"),
+        ("GET", ["zones", _, "instances", _, "getGuestAttributes"]) => {
+            p.push("compute.instances.getGuestAttributes");
+        }
+        ("POST", ["zones", _, "instances", _, "attachDisk"]) => {
+            p.push("compute.instances.attachDisk");
+            p.push(if body["mode"] == "READ_ONLY" {
+                "compute.disks.useReadOnly"
+            } else {
+                "compute.disks.use"
+            });
+        }
+        ("POST", ["zones", _, "instances", _, "detachDisk"]) => {
+            p.push("compute.instances.detachDisk");
+        }
+        ("DELETE", ["zones", _, "instances", _]) => p.push("compute.instances.delete"),
+        _ => {}
+    }
+    p
 }
 
 /// Percent-decoding of a query value (`+` is a space).

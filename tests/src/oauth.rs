@@ -8,7 +8,7 @@
 //! the `cloud-platform` scope and a future `exp` answers `{"access_token", "expires_in",
 //! "token_type"}` with a token the fake metadata server's authority issued, so the fake Compute
 //! API accepts it ([`crate::gce_metadata::Handle::mint_token`]); anything else is a `400` as
-//! Google answers it (`invalid_grant`). Every grant is counted ([`FakeOauth::grants`]).
+//! Google answers it (`invalid_grant`). The tokens granted are listed ([`FakeOauth::granted`]).
 //!
 //! Not here: checking the JWT's signature (the key is the test's own), user credentials,
 //! refresh tokens.
@@ -16,7 +16,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -39,7 +38,7 @@ const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
 struct Shared {
     authority: gce_metadata::Handle,
     token_uri: std::sync::OnceLock<String>,
-    grants: AtomicUsize,
+    granted: std::sync::Mutex<Vec<String>>,
 }
 
 /// A running fake token endpoint; stopped on drop.
@@ -57,7 +56,7 @@ impl FakeOauth {
         let shared = Arc::new(Shared {
             authority,
             token_uri: std::sync::OnceLock::new(),
-            grants: AtomicUsize::new(0),
+            granted: std::sync::Mutex::new(Vec::new()),
         });
         let served = Arc::clone(&shared);
         let server = Background::start(
@@ -118,9 +117,13 @@ impl FakeOauth {
         Ok(path)
     }
 
-    /// Tokens granted so far.
-    pub fn grants(&self) -> usize {
-        self.shared.grants.load(Ordering::Relaxed)
+    /// The access tokens granted so far.
+    pub fn granted(&self) -> Vec<String> {
+        self.shared
+            .granted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -142,8 +145,12 @@ async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
         .collect();
     match check(&form, shared.token_uri.get().map_or("", String::as_str)) {
         Ok(()) => {
-            shared.grants.fetch_add(1, Ordering::Relaxed);
             let (token, lifetime) = shared.authority.mint_token();
+            shared
+                .granted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(token.clone());
             reply(
                 200,
                 &json!({"access_token": token, "expires_in": lifetime.as_secs(),

@@ -1261,7 +1261,8 @@ fn boot_when_created(h: &mut Harness) {
 }
 
 /// `snapscan launch --name <the fake VM> --wait --poll-secs 1 ARGS`, the agent booted once the
-/// VM exists; the launch's exit code and output.
+/// VM exists; the launch's exit code and output. Then: every call the launcher and the agent
+/// made is allowed by the README's custom roles.
 fn launch_and_boot(h: &mut Harness, args: &[&str]) -> (Option<i32>, String, String) {
     let me = Identity::default().name;
     let oauth = FakeOauth::start(h.md.handle());
@@ -1269,7 +1270,47 @@ fn launch_and_boot(h: &mut Harness, args: &[&str]) -> (Option<i32>, String, Stri
     all.extend_from_slice(args);
     let child = launch(h, &oauth, &all);
     boot_when_created(h);
-    finish(h, child, 300)
+    let ended = finish(h, child, 300);
+    let launcher_tokens = oauth.granted();
+    let is_launcher = |t: &str| launcher_tokens.iter().any(|l| l == t);
+    // The launcher's account gets actAs on the scanner's account (roles/iam.serviceAccountUser).
+    let mut launcher_role = readme_role("snapscanLauncher");
+    launcher_role.insert("iam.serviceAccounts.actAs".into());
+    for (who, used, role) in [
+        (
+            "launcher",
+            h.api().permissions_used(is_launcher),
+            launcher_role,
+        ),
+        (
+            "scanner VM",
+            h.api().permissions_used(|t| !is_launcher(t)),
+            readme_role("snapscanScanner"),
+        ),
+    ] {
+        let missing: Vec<&String> = used.difference(&role).collect();
+        assert!(
+            missing.is_empty(),
+            "the README's role for the {who} lacks {missing:?} (it used {used:?})"
+        );
+    }
+    ended
+}
+
+/// The permissions of the README's `gcloud iam roles create ROLE ... --permissions=A,B,...`.
+fn readme_role(role: &str) -> std::collections::BTreeSet<String> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README");
+    let from = readme
+        .find(&format!("gcloud iam roles create {role} "))
+        .unwrap_or_else(|| panic!("the README creates no role {role}"));
+    let list = readme[from..]
+        .split("--permissions=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("role {role} has no --permissions"));
+    list.split(',').map(str::to_owned).collect()
 }
 
 #[test]
@@ -1328,7 +1369,7 @@ fn launch_dry_run_prints_the_requests_and_changes_nothing() {
     assert!(sent.iter().all(|r| r.starts_with("GET ")), "{sent:?}");
     assert!(h.api().inserted("scanner-dry").is_none());
     assert_eq!(h.api().snapshot_paths(), [snapshot("debian-ext4-gpt")]);
-    assert_eq!(oauth.grants(), 1);
+    assert_eq!(oauth.granted().len(), 1);
 }
 
 #[test]

@@ -313,7 +313,9 @@ fn the_image_makes_its_own_disk_from_a_snapshot_scans_and_deletes_it() {
                 .collect::<Vec<_>>(),
             vm.console()
         );
-        if guest_attr(&md, "vm-src")["state"] == "done" && !api.deleted_disks().is_empty() {
+        let state = guest_attr(&md, "vm-src")["state"].clone();
+        assert_ne!(state, "failed", "{}", guest_attr(&md, "vm-src"));
+        if state == "done" && !api.deleted_disks().is_empty() {
             break vm.uptime();
         }
         std::thread::sleep(Duration::from_millis(500));
