@@ -459,7 +459,8 @@ impl Launch {
                 {"key": "enable-guest-attributes", "value": "TRUE"},
                 {"key": assignments::ATTRIBUTE, "value": Value::Array(entries).to_string()},
                 {"key": IDLE_ATTRIBUTE, "value": idle},
-                {"key": IDLE_GRACE_ATTRIBUTE, "value": "0"},
+                // Idle long enough for a launcher polling every --poll-secs to read the end.
+                {"key": IDLE_GRACE_ATTRIBUTE, "value": (3 * self.args.poll_secs).to_string()},
             ]},
             "serviceAccounts": [],
         });

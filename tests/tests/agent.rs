@@ -1165,6 +1165,37 @@ fn leftover_disks_of_this_instance_are_swept_and_quota_fails_only_its_job() {
 }
 
 #[test]
+fn a_disk_of_the_same_name_made_by_another_is_never_used_or_deleted() {
+    needs_root!();
+    let (_q, port) = receiver();
+    let mut h = Harness::new(port, "");
+    let me = Identity::default().name;
+    let api = h.with_compute(&["debian-ext4-gpt"]);
+    // The name this agent would give job "taken"'s disk, made by someone else.
+    let name = snapscan::agent::assignments::derived_disk_name(&me, "taken");
+    api.add_disk(
+        &name,
+        &snapshot("debian-ext4-gpt"),
+        &[
+            ("snapscan-instance", "another-scanner"),
+            ("snapscan-job", "taken"),
+        ],
+    );
+    h.start();
+    h.assign(&json!([by_snapshot("taken", "debian-ext4-gpt")]));
+    h.wait_job("taken", "failed", 60);
+    let error = h.journal("taken").expect("journal")["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(error.contains("was not made by this job"), "{error}");
+    assert_eq!(h.api().disk_names(), [name]);
+    assert!(h.api().deleted_disks().is_empty());
+    assert_eq!(h.api().attached(&me), ["persistent-disk-0"]);
+    assert_eq!(h.stop(nix::sys::signal::Signal::SIGTERM), Some(0));
+}
+
+#[test]
 fn idle_action_delete_deletes_the_instance_only_after_every_ack() {
     needs_root!();
     let (q, port) = receiver();
@@ -1376,7 +1407,7 @@ fn launch_dry_run_prints_the_requests_and_changes_nothing() {
 fn launch_snapshots_a_vm_and_the_scanner_vm_does_the_rest() {
     needs_root!();
     let (q, port) = receiver();
-    // No idle grace in the settings: the launch's metadata makes it 0.
+    // No idle grace in the settings: the launch's metadata sets it.
     let mut h = Harness::new(port, "");
     source_vm(&mut h, "debian-ext4-gpt");
     let me = Identity::default().name;
@@ -1414,7 +1445,7 @@ fn launch_snapshots_a_vm_and_the_scanner_vm_does_the_rest() {
         })
         .collect();
     assert_eq!(items["snapscan-idle-action"], "delete");
-    assert_eq!(items["snapscan-idle-grace-secs"], "0");
+    assert_eq!(items["snapscan-idle-grace-secs"], "3", "3 x --poll-secs");
     assert_eq!(items["enable-guest-attributes"], "TRUE");
     let assignments: Value = serde_json::from_str(&items["snapscan-assignments"]).expect("json");
     assert_eq!(assignments[0]["id"], "web-1-boot");

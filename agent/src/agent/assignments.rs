@@ -104,13 +104,26 @@ impl Source {
     }
 }
 
-/// The device name (and disk name) the agent gives the disk of job `id`: `snapscan-` and the id
-/// in GCE's alphabet (lower case, `_` as `-`), cut to fit 63 characters, and a hash of the id so
-/// that ids differing only in case or `_`/`-` still get different names.
+/// The device name the agent gives the disk of job `id`: `snapscan-` and the id in GCE's
+/// alphabet (lower case, `_` as `-`), cut to fit 63 characters, and a hash of the id so that ids
+/// differing only in case or `_`/`-` still get different names.
 #[must_use]
 pub fn derived_device_name(id: &str) -> String {
+    derived_name(id, id)
+}
+
+/// The name of the disk the agent makes for job `id` on instance `instance`: as the device
+/// name, with a hash of both, so that scanner VMs of one zone given the same id (two launches
+/// of one VM) never pick the same disk.
+#[must_use]
+pub fn derived_disk_name(instance: &str, id: &str) -> String {
+    derived_name(id, &format!("{instance}/{id}"))
+}
+
+/// `snapscan-<id in GCE's alphabet>-<8 hex digits of the hash of hashed>`, at most 63.
+fn derived_name(id: &str, hashed: &str) -> String {
     use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(id.as_bytes());
+    let digest = sha2::Sha256::digest(hashed.as_bytes());
     let hash = hex::encode(digest.get(..4).unwrap_or_default());
     let mut base: String = id
         .chars()
@@ -358,6 +371,12 @@ mod tests {
         assert_eq!(got[2].1, "s");
         assert_ne!(derived_device_name("a_b"), derived_device_name("a-b"));
         assert!(derived_device_name(&"x".repeat(100)).len() <= 63);
+        let (a, b) = (
+            derived_disk_name("vm-a", "web-1"),
+            derived_disk_name("vm-b", "web-1"),
+        );
+        assert_ne!(a, b);
+        assert!(a.starts_with("snapscan-web-1-") && a.len() <= 63, "{a}");
         for want in [
             "is not of the form projects/P/global/snapshots/S",
             "bucket",

@@ -53,6 +53,11 @@ use status::Reporter;
 /// The guest-attribute key of the agent's own status.
 pub const AGENT_KEY: &str = "agent";
 
+/// Longest the last statuses may take to be written before the VM powers off or deletes itself:
+/// the guest-attribute rate limit can hold a write back for up to a minute, and a launcher
+/// following the VM must see every job's end before the VM goes.
+const FINAL_STATUS_WAIT: Duration = Duration::from_secs(90);
+
 /// How often leftover disks are looked for (and at start).
 pub const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
@@ -61,7 +66,8 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(600);
 pub const IDLE_ATTRIBUTE: &str = "snapscan-idle-action";
 
 /// The instance attribute that overrides `[agent] idle_grace_secs` for this VM (`snapscan
-/// launch` sets 0: its VM gets no more work than it was created with).
+/// launch` sets a few of its poll intervals: its VM gets no more work than it was created with,
+/// and only has to stay until the launcher has read every job's end).
 pub const IDLE_GRACE_ATTRIBUTE: &str = "snapscan-idle-grace-secs";
 
 /// What to do once every job is finished.
@@ -722,7 +728,11 @@ impl Agent {
             .known
             .values()
             .filter(|j| self.running.contains_key(j.id()) || !j.state.is_final())
-            .map(|j| j.assignment.device_name.clone())
+            // The disk it made, or the one it is about to make.
+            .map(|j| match &j.disk {
+                Some(d) => d.name.clone(),
+                None => assignments::derived_disk_name(&self.identity.name, j.id()),
+            })
             .collect();
         let compute = self.compute.clone();
         let me = self.identity.name.clone();
@@ -770,7 +780,7 @@ impl Agent {
             self.idle_grace(),
             argv.join(" ")
         );
-        self.reporter.flush(Duration::from_secs(10)).await;
+        self.reporter.flush(FINAL_STATUS_WAIT).await;
         match tokio::process::Command::new(program)
             .args(args)
             .status()
@@ -807,7 +817,7 @@ impl Agent {
         tracing::warn!("{note}");
         self.idle_note = Some(note);
         self.publish();
-        self.reporter.flush(Duration::from_secs(10)).await;
+        self.reporter.flush(FINAL_STATUS_WAIT).await;
         match self.compute.delete_instance(&me).await {
             Ok(_) => self.powered_off = true,
             Err(e) => {

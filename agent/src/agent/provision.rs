@@ -1,5 +1,6 @@
 //! The disk of a `source` assignment, made and unmade by the agent through the Compute API:
-//! created from the snapshot or image in this VM's zone (named and labelled after the job),
+//! created from the snapshot or image in this VM's zone (named after the job and this instance,
+//! labelled with both; an existing disk of that name is used only if its labels are this job's),
 //! attached read-only under the job's device name, and after the job detached and, if the
 //! agent created it, deleted.
 //!
@@ -16,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::assignments::Source;
+use crate::agent::assignments::{derived_disk_name, Source};
 use crate::compute::{Client, ComputeError, DiskSource, NewDisk};
 use crate::job::Journal;
 
@@ -114,7 +115,7 @@ pub async fn provide(
                 step: DiskStep::Created,
             },
             Source::Snapshot(_) | Source::Image(_) => ProvisionedDisk {
-                name: device.clone(),
+                name: derived_disk_name(me, j.id()),
                 created: true,
                 step: DiskStep::Requested,
             },
@@ -147,8 +148,19 @@ pub async fn provide(
             Ok(op) => {
                 c.wait(op).await?;
             }
-            // A repeat after a crash: the disk is there.
-            Err(ComputeError::AlreadyExists { .. }) => {}
+            // A repeat after a crash: the disk is there, if it is this job's.
+            Err(ComputeError::AlreadyExists { .. }) => {
+                if let Err(p) = ours(c, me, j.id(), &disk.name).await {
+                    if !p.retryable {
+                        // Someone else's: releasing this job must never delete it.
+                        if let Some(d) = j.disk.as_mut() {
+                            d.created = false;
+                        }
+                        save(j);
+                    }
+                    return Err(p);
+                }
+            }
             Err(e) => return Err(e.into()),
         }
         set_step(j, DiskStep::Created, save);
@@ -177,6 +189,27 @@ pub async fn provide(
         set_step(j, DiskStep::Attached, save);
     }
     Ok(())
+}
+
+/// The existing disk `name` is the one this job made (its labels say `me` and `id`); anything
+/// else is never attached or deleted.
+async fn ours(c: &Client, me: &str, id: &str, name: &str) -> Result<(), Problem> {
+    let labels = c
+        .get_disk(name)
+        .await?
+        .map(|d| d.labels)
+        .unwrap_or_default();
+    let mine = labels.get(INSTANCE_LABEL) == Some(&label_value(me))
+        && labels.get(JOB_LABEL) == Some(&label_value(id));
+    if mine {
+        return Ok(());
+    }
+    Err(Problem {
+        message: format!(
+            "disk {name} exists and was not made by this job (labels {labels:?}); it is left alone"
+        ),
+        retryable: false,
+    })
 }
 
 /// Detach the job's disk and delete it if the agent made it, resuming from the journal.

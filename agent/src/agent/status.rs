@@ -142,6 +142,11 @@ impl Writer {
                 for w in self.waiters.drain(..) {
                     let _ = w.send(());
                 }
+            } else if self.disabled_until.is_some() {
+                // Paused after a 403: nothing gets written for minutes, a flush waits in vain.
+                for w in self.waiters.drain(..) {
+                    let _ = w.send(());
+                }
             }
             let next = (!self.pending.is_empty()).then(|| self.next_slot(Instant::now()));
             tokio::select! {
