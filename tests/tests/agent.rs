@@ -983,6 +983,24 @@ fn disk_step(h: &Harness, id: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A receiver and a started agent whose Compute API takes 1.5 s per operation (time to act
+/// between the steps of a disk).
+fn with_slow_compute() -> (FakeQflow, Harness) {
+    let (q, port) = receiver();
+    let mut h = Harness::new(port, "");
+    h.with_compute(&["debian-ext4-gpt"])
+        .set_operation_delay(Duration::from_millis(1500));
+    h.start();
+    (q, h)
+}
+
+/// The error in job `id`'s journal.
+fn job_error(h: &Harness, id: &str) -> String {
+    h.journal(id)
+        .and_then(|j| j["error"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 /// Nothing the jobs made is left: no disk in the API, no attachment but the boot disk, no
 /// loop device in the agent's view, only the boot disk in `instance/disks/`.
 fn assert_nothing_left(h: &Harness) {
@@ -1046,11 +1064,7 @@ fn source_assignments_make_attach_scan_and_delete_their_disks() {
 #[test]
 fn a_withdrawn_source_assignment_cleans_up_its_disk() {
     needs_root!();
-    let (q, port) = receiver();
-    let mut h = Harness::new(port, "");
-    h.with_compute(&["debian-ext4-gpt"])
-        .set_operation_delay(Duration::from_millis(1500));
-    h.start();
+    let (q, mut h) = with_slow_compute();
     // Withdrawn while its disk is being made, and while it is being attached.
     for (id, step) in [("gone-early", "requested"), ("gone-late", "created")] {
         h.assign(&json!([by_snapshot(id, "debian-ext4-gpt")]));
@@ -1072,11 +1086,7 @@ fn a_withdrawn_source_assignment_cleans_up_its_disk() {
 #[test]
 fn killed_at_every_disk_step_nothing_leaks_and_nothing_is_stored_twice() {
     needs_root!();
-    let (q, port) = receiver();
-    let mut h = Harness::new(port, "");
-    h.with_compute(&["debian-ext4-gpt"])
-        .set_operation_delay(Duration::from_millis(1500));
-    h.start();
+    let (q, mut h) = with_slow_compute();
     let mut list = Vec::new();
     // The disk's step, and the job's state ("" for any) when killed: the last two while the
     // detach or delete of a finished job is in flight.
@@ -1143,10 +1153,7 @@ fn leftover_disks_of_this_instance_are_swept_and_quota_fails_only_its_job() {
     h.api().set_disk_quota(1);
     h.assign(&json!([by_snapshot("over-quota", "debian-ext4-gpt")]));
     h.wait_job("over-quota", "failed", 60);
-    let error = h.journal("over-quota").expect("journal")["error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let error = job_error(&h, "over-quota");
     assert!(
         error.contains("quota exceeded") && error.contains("DISKS_TOTAL_GB"),
         "{error}"
@@ -1184,10 +1191,7 @@ fn a_disk_of_the_same_name_made_by_another_is_never_used_or_deleted() {
     h.start();
     h.assign(&json!([by_snapshot("taken", "debian-ext4-gpt")]));
     h.wait_job("taken", "failed", 60);
-    let error = h.journal("taken").expect("journal")["error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let error = job_error(&h, "taken");
     assert!(error.contains("was not made by this job"), "{error}");
     assert_eq!(h.api().disk_names(), [name]);
     assert!(h.api().deleted_disks().is_empty());
