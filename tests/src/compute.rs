@@ -436,6 +436,15 @@ fn error(status: u16, reason: &str, message: &str) -> Answer {
     )
 }
 
+/// `404 notFound` for `resource`, worded as the API words it.
+fn not_found(resource: &str) -> Answer {
+    error(
+        404,
+        "notFound",
+        &format!("The resource '{resource}' was not found"),
+    )
+}
+
 async fn handle(req: Request<Incoming>, shared: &Shared) -> Answer {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -634,24 +643,17 @@ async fn route(
         )
     };
     let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let not_found = || {
-        error(
-            404,
-            "notFound",
-            &format!("The resource '{path}' was not found"),
-        )
-    };
     if let Some(rel) = path.strip_prefix(&global_prefix) {
         let parts: Vec<&str> = rel.split('/').collect();
         return match (method.as_str(), parts.as_slice()) {
             ("DELETE", ["snapshots", name]) => delete_snapshot(shared, name, query),
             ("GET", ["operations", name]) => operation(shared, name),
             ("POST", ["operations", name, "wait"]) => wait_operation(shared, name).await,
-            _ => not_found(),
+            _ => not_found(path),
         };
     }
     let Some(rel) = path.strip_prefix(&zone_prefix) else {
-        return not_found();
+        return not_found(path);
     };
     let parts: Vec<&str> = rel.split('/').collect();
     match (method.as_str(), parts.as_slice()) {
@@ -668,7 +670,7 @@ async fn route(
         ("DELETE", ["instances", name]) => delete_instance(shared, name, query),
         ("GET", ["operations", name]) => operation(shared, name),
         ("POST", ["operations", name, "wait"]) => wait_operation(shared, name).await,
-        _ => not_found(),
+        _ => not_found(path),
     }
 }
 
@@ -758,11 +760,7 @@ fn operation(shared: &Shared, name: &str) -> Answer {
     let effect = {
         let mut s = shared.lock();
         let Some(op) = s.ops.get_mut(name) else {
-            return error(
-                404,
-                "notFound",
-                &format!("The resource 'operations/{name}' was not found"),
-            );
+            return not_found(&format!("operations/{name}"));
         };
         if Instant::now() >= op.done_at {
             op.effect.take()
@@ -994,11 +992,7 @@ fn insert_disk(shared: &Shared, body: &Value, query: &BTreeMap<String, String>) 
         let file = match file {
             Ok(f) => f,
             Err(p) => {
-                return error(
-                    404,
-                    "notFound",
-                    &format!("The resource '{p}' was not found"),
-                );
+                return not_found(&p);
             }
         };
         let over = s.disk_quota.is_some_and(|q| s.disks.len() >= q);
@@ -1028,11 +1022,7 @@ fn get_disk(shared: &Shared, name: &str) -> Answer {
     let s = shared.lock();
     match s.disks.get(name) {
         Some(d) => reply(200, &disk_json(&s, d)),
-        None => error(
-            404,
-            "notFound",
-            &format!("The resource 'disks/{name}' was not found"),
-        ),
+        None => not_found(&format!("disks/{name}")),
     }
 }
 
@@ -1081,11 +1071,7 @@ fn delete_disk(shared: &Shared, name: &str, query: &BTreeMap<String, String>) ->
     let target = {
         let s = shared.lock();
         let Some(d) = s.disks.get(name) else {
-            return error(
-                404,
-                "notFound",
-                &format!("The resource 'disks/{name}' was not found"),
-            );
+            return not_found(&format!("disks/{name}"));
         };
         if !d.users.is_empty() {
             return error(
@@ -1111,11 +1097,7 @@ fn delete_disk(shared: &Shared, name: &str, query: &BTreeMap<String, String>) ->
 fn get_instance(shared: &Shared, name: &str) -> Answer {
     let s = shared.lock();
     let Some(attached) = s.instances.get(name) else {
-        return error(
-            404,
-            "notFound",
-            &format!("The resource 'instances/{name}' was not found"),
-        );
+        return not_found(&format!("instances/{name}"));
     };
     let disks: Vec<Value> = attached
         .iter()
@@ -1152,18 +1134,10 @@ fn attach_disk(
     let (index, target) = {
         let s = shared.lock();
         let Some(attached) = s.instances.get(instance) else {
-            return error(
-                404,
-                "notFound",
-                &format!("The resource 'instances/{instance}' was not found"),
-            );
+            return not_found(&format!("instances/{instance}"));
         };
         if !s.disks.contains_key(&disk) {
-            return error(
-                404,
-                "notFound",
-                &format!("The resource '{source}' was not found"),
-            );
+            return not_found(&source);
         }
         if body["mode"].as_str() != Some("READ_ONLY") {
             // A disk made from a snapshot for scanning must never be attached writable here.
@@ -1223,11 +1197,7 @@ fn delete_instance(shared: &Shared, name: &str, query: &BTreeMap<String, String>
     let target = {
         let s = shared.lock();
         if !s.instances.contains_key(name) {
-            return error(
-                404,
-                "notFound",
-                &format!("The resource 'instances/{name}' was not found"),
-            );
+            return not_found(&format!("instances/{name}"));
         }
         format!("projects/{}/zones/{}/instances/{name}", s.project, s.zone)
     };
@@ -1256,11 +1226,7 @@ fn create_snapshot(
     let (path, file, target) = {
         let s = shared.lock();
         let Some(d) = s.disks.get(disk) else {
-            return error(
-                404,
-                "notFound",
-                &format!("The resource 'disks/{disk}' was not found"),
-            );
+            return not_found(&format!("disks/{disk}"));
         };
         let path = format!("projects/{}/global/snapshots/{name}", s.project);
         if s.snapshots.contains_key(&path) {
@@ -1283,14 +1249,14 @@ fn create_snapshot(
 }
 
 fn delete_snapshot(shared: &Shared, name: &str, query: &BTreeMap<String, String>) -> Answer {
-    let path = format!("projects/{}/global/snapshots/{name}", shared.lock().project);
-    if !shared.lock().snapshots.contains_key(&path) {
-        return error(
-            404,
-            "notFound",
-            &format!("The resource '{path}' was not found"),
-        );
-    }
+    let path = {
+        let s = shared.lock();
+        let path = format!("projects/{}/global/snapshots/{name}", s.project);
+        if !s.snapshots.contains_key(&path) {
+            return not_found(&path);
+        }
+        path
+    };
     start(
         shared,
         "delete",
@@ -1347,11 +1313,7 @@ fn insert_instance(shared: &Shared, body: &Value, query: &BTreeMap<String, Strin
                 return error(400, "invalid", "the fake creates disks from snapshots only");
             };
             let Some(file) = s.snapshots.get(&snapshot).cloned() else {
-                return error(
-                    404,
-                    "notFound",
-                    &format!("The resource '{snapshot}' was not found"),
-                );
+                return not_found(&snapshot);
             };
             if d["mode"].as_str() != Some("READ_ONLY") {
                 return error(400, "invalid", "the fake attaches READ_ONLY only");
@@ -1396,11 +1358,7 @@ fn insert_instance(shared: &Shared, body: &Value, query: &BTreeMap<String, Strin
 /// are none, as the real API answers.
 fn guest_attributes(shared: &Shared, instance: &str, query: &BTreeMap<String, String>) -> Answer {
     if !shared.lock().instances.contains_key(instance) {
-        return error(
-            404,
-            "notFound",
-            &format!("The resource 'instances/{instance}' was not found"),
-        );
+        return not_found(&format!("instances/{instance}"));
     }
     let query_path = query.get("queryPath").cloned().unwrap_or_default();
     let namespace = query_path.trim_end_matches('/');
@@ -1411,11 +1369,7 @@ fn guest_attributes(shared: &Shared, instance: &str, query: &BTreeMap<String, St
         .map(|(key, value)| json!({"namespace": namespace, "key": key, "value": value}))
         .collect();
     if items.is_empty() {
-        return error(
-            404,
-            "notFound",
-            &format!("The resource 'guestAttributes/{query_path}' was not found"),
-        );
+        return not_found(&format!("guestAttributes/{query_path}"));
     }
     reply(
         200,

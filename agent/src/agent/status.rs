@@ -137,13 +137,12 @@ impl Writer {
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         loop {
-            if self.pending.is_empty() || !self.cfg.enabled {
+            if !self.cfg.enabled {
                 self.pending.clear();
-                for w in self.waiters.drain(..) {
-                    let _ = w.send(());
-                }
-            } else if self.disabled_until.is_some() {
-                // Paused after a 403: nothing gets written for minutes, a flush waits in vain.
+            }
+            // A flush is over when nothing is left, or when writes are paused after a 403
+            // (nothing gets written for minutes: waiting helps nobody).
+            if self.pending.is_empty() || self.disabled_until.is_some() {
                 for w in self.waiters.drain(..) {
                     let _ = w.send(());
                 }
