@@ -141,6 +141,9 @@ struct Op {
     target: String,
     done_at: Instant,
     effect: Option<Effect>,
+    /// Its effect is done: until then it is `RUNNING`, also past `done_at` while another
+    /// request is applying it (as the real API, `DONE` means the disk is attached or gone).
+    applied: bool,
     error: Option<(String, String, u16)>,
     /// A global operation (snapshots), not a zone's.
     global: bool,
@@ -679,13 +682,12 @@ async fn route(
 async fn wait_operation(shared: &Shared, name: &str) -> Answer {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        let done_at = shared.lock().ops.get(name).map(|o| o.done_at);
-        match done_at {
-            Some(at) if Instant::now() < at && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            _ => return operation(shared, name),
+        let answer = operation(shared, name);
+        let done = shared.lock().ops.get(name).is_none_or(|o| o.applied);
+        if done || Instant::now() >= deadline {
+            return answer;
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -734,6 +736,7 @@ fn start(
                 target,
                 done_at: Instant::now() + delay,
                 effect: Some(effect),
+                applied: false,
                 error,
                 global,
             };
@@ -769,8 +772,10 @@ fn operation(shared: &Shared, name: &str) -> Answer {
         }
     };
     if let Some(effect) = effect {
-        if let Err(message) = apply(shared, effect) {
-            if let Some(op) = shared.lock().ops.get_mut(name) {
+        let failed = apply(shared, effect).err();
+        if let Some(op) = shared.lock().ops.get_mut(name) {
+            op.applied = true;
+            if let Some(message) = failed {
                 op.error = Some(("RESOURCE_OPERATION_FAILED".into(), message, 400));
             }
         }
@@ -779,7 +784,7 @@ fn operation(shared: &Shared, name: &str) -> Answer {
     let Some(op) = s.ops.get(name) else {
         return error(404, "notFound", "gone");
     };
-    let done = Instant::now() >= op.done_at;
+    let done = op.applied;
     let scope = if op.global {
         format!("projects/{}/global", s.project)
     } else {
