@@ -284,6 +284,7 @@ fn run_agent(args: &AgentArgs) -> u8 {
         agent: cfg.agent,
         metadata: cfg.metadata,
         compute: cfg.compute,
+        queue: cfg.queue,
         status: cfg.status,
         scan: cfg.scan,
         scanners: cfg.scanner,

@@ -9,7 +9,7 @@
 //! [`Config`]: `[scan]` ([`crate::scan::ScanConfig`]), `[scanner]`
 //! ([`crate::scanner::ScannerConfig`]), `[upload]` ([`crate::upload::UploadConfig`]), `[agent]`
 //! ([`crate::agent::AgentConfig`]), `[metadata]` ([`crate::metadata::MetadataConfig`]),
-//! `[compute]` ([`crate::compute::ComputeConfig`]) and
+//! `[compute]` ([`crate::compute::ComputeConfig`]), `[queue]` ([`crate::queue::QueueConfig`]) and
 //! `[status]` ([`crate::agent::status::StatusConfig`]). No module imports [`Config`]: each takes
 //! its own table. [`load`] validates each table and the chosen scanner's existence;
 //! [`Config::preflight`] goes further, before any disk is touched: it sets the upload sink up
@@ -28,6 +28,7 @@ use crate::agent::status::StatusConfig;
 use crate::agent::AgentConfig;
 use crate::compute::ComputeConfig;
 use crate::metadata::MetadataConfig;
+use crate::queue::QueueConfig;
 use crate::scan::ScanConfig;
 use crate::scanner::ScannerConfig;
 use crate::upload::{Sink, UploadConfig};
@@ -58,6 +59,8 @@ pub struct Config {
     pub metadata: MetadataConfig,
     /// The Compute Engine API (the agent's own disks).
     pub compute: ComputeConfig,
+    /// The Pub/Sub work queue and results topic.
+    pub queue: QueueConfig,
     /// Progress in guest attributes.
     pub status: StatusConfig,
 }
@@ -78,6 +81,7 @@ impl Config {
         self.agent.validate().context("invalid [agent]")?;
         self.metadata.validate().context("invalid [metadata]")?;
         self.compute.validate().context("invalid [compute]")?;
+        self.queue.validate().context("invalid [queue]")?;
         self.status.validate().context("invalid [status]")
     }
 
@@ -219,8 +223,8 @@ fn load_from(file: Option<&Path>, system: &Path, drop_ins: &Path) -> anyhow::Res
 }
 
 /// The tables a `SNAPSCAN_<TABLE>__<KEY>` variable can name.
-const TABLES: [&str; 7] = [
-    "scan", "scanner", "upload", "agent", "metadata", "compute", "status",
+const TABLES: [&str; 8] = [
+    "scan", "scanner", "upload", "agent", "metadata", "compute", "queue", "status",
 ];
 
 /// The environment variables that are settings: `SNAPSCAN_<TABLE>__<KEY>`. Every other

@@ -40,7 +40,7 @@ use crate::disk::resolve::Resolver;
 use crate::scan::report::{OutputFile, Status, Subject};
 use crate::scan::{self, Phase, ScanConfig, ScanRequest};
 use crate::scanner::ScannerConfig;
-use crate::upload::Sink;
+use crate::upload::{self, Sink};
 
 /// Scans started for one job before it is failed (each crash of the agent mid-scan counts).
 pub const MAX_SCAN_ATTEMPTS: u32 = 3;
@@ -156,6 +156,10 @@ pub struct Journal {
     /// Every transition.
     #[serde(default)]
     pub history: Vec<Transition>,
+    /// It came from the work queue ([`crate::agent::queue`]): its message is acknowledged
+    /// when it ends, and given back if the agent stops or restarts first.
+    #[serde(default)]
+    pub queued: bool,
 }
 
 impl Journal {
@@ -182,6 +186,7 @@ impl Journal {
                 state: State::Assigned,
                 at: now(),
             }],
+            queued: false,
         }
     }
 
@@ -566,6 +571,10 @@ async fn scan_step(env: &Env, j: &mut Journal, ctl: &Control) -> Step {
     }
     if let Some(p) = &j.assignment.source_project {
         fields.insert("source_project".into(), p.clone());
+    }
+    if j.queued {
+        // Names the upload whichever instance works the request (see `UploadItem::new`).
+        fields.insert(upload::REQUEST_ID_FIELD.into(), j.id().to_owned());
     }
     let req = ScanRequest {
         path: resolved.device.clone(),

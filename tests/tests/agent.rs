@@ -19,6 +19,7 @@ use snapscan_tests::gce::{DiskBus, GceDisks};
 use snapscan_tests::gce_metadata::{Disk, FakeMetadata, Identity};
 use snapscan_tests::images::{self, is_root};
 use snapscan_tests::oauth::FakeOauth;
+use snapscan_tests::pubsub::Emulator;
 use snapscan_tests::qflow::{FakeQflow, Fault, Options};
 
 const TOKEN: &str = "agent-test-token";
@@ -1503,4 +1504,194 @@ fn launch_attach_at_create_needs_no_account_and_deletes_the_vm_after_the_results
     assert!(h.gce().attached().is_empty(), "{:?}", h.gce().attached());
     // Without --delete-snapshots, the snapshot it made stays for the user.
     assert_eq!(h.api().snapshot_paths().len(), 2);
+}
+
+// --- The work queue: scan requests from the real Pub/Sub emulator ---
+
+const WORK_TOPIC: &str = "projects/scan-project/topics/scan-work";
+const WORK_SUB: &str = "projects/scan-project/subscriptions/scan-work-agents";
+const RESULTS_TOPIC: &str = "projects/scan-project/topics/scan-results";
+const RESULTS_SUB: &str = "projects/scan-project/subscriptions/scan-results-test";
+
+/// The emulator with the work topic and subscription (`ack_deadline_secs`), and the results
+/// topic with a subscription the test reads.
+fn work_queue(ack_deadline_secs: u64) -> Emulator {
+    let emu = Emulator::start().unwrap_or_else(|e| panic!("{e:#}"));
+    emu.create_topic(WORK_TOPIC).expect("topic");
+    emu.create_subscription(WORK_SUB, WORK_TOPIC, ack_deadline_secs)
+        .expect("subscription");
+    emu.create_topic(RESULTS_TOPIC).expect("results topic");
+    emu.create_subscription(RESULTS_SUB, RESULTS_TOPIC, 60)
+        .expect("results subscription");
+    emu
+}
+
+/// An agent's `[queue]` table for `emu`.
+fn queue_config(emu: &Emulator, ack_deadline_secs: u64) -> String {
+    format!(
+        "[queue]\nsubscription = \"{WORK_SUB}\"\nresults_topic = \"{RESULTS_TOPIC}\"\n\
+         url = \"{}\"\nack_deadline_secs = {ack_deadline_secs}\npull_wait_secs = 5\n",
+        emu.url()
+    )
+}
+
+/// A queued agent with its own fake VM (metadata server, Compute API with the fixtures'
+/// snapshots, disks, state), started.
+fn queued_agent(port: u16, emu: &Emulator, ack_deadline_secs: u64, op_delay: Duration) -> Harness {
+    let mut h = Harness::new(port, &queue_config(emu, ack_deadline_secs));
+    h.with_compute(&["debian-ext4-gpt", "debian-lvm"])
+        .set_operation_delay(op_delay);
+    h.start();
+    h
+}
+
+/// Result messages read so far, by request id; waits until `ids` all have one (at most
+/// `secs`).
+fn wait_results(
+    emu: &Emulator,
+    results: &mut BTreeMap<String, Vec<Value>>,
+    ids: &[String],
+    secs: u64,
+    logs: &dyn Fn() -> String,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        for m in emu.pull_now(RESULTS_SUB, 100, true).expect("pull results") {
+            let id = m["data"]["request_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            results.entry(id).or_default().push(m["data"].clone());
+        }
+        if ids.iter().all(|id| results.contains_key(id)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "results of {:?} missing after {secs} s; have {:?}\n{}",
+            ids.iter()
+                .filter(|id| !results.contains_key(*id))
+                .collect::<Vec<_>>(),
+            results.keys().collect::<Vec<_>>(),
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn queued_request(id: &str, fixture: &str) -> String {
+    by_snapshot(id, fixture).to_string()
+}
+
+#[test]
+fn queue_three_agents_do_every_request_once_and_refuse_poison() {
+    needs_root!();
+    let emu = work_queue(10);
+    let (q, port) = receiver();
+    let mut agents: Vec<Harness> = (0..3)
+        .map(|_| queued_agent(port, &emu, 10, Duration::from_millis(200)))
+        .collect();
+    let ids: Vec<String> = (0..20).map(|i| format!("req-{i:02}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let fixture = if i % 2 == 0 {
+            "debian-ext4-gpt"
+        } else {
+            "debian-lvm"
+        };
+        emu.publish(WORK_TOPIC, &queued_request(id, fixture), &[])
+            .expect("publish");
+    }
+    emu.publish(WORK_TOPIC, "{not json", &[("request_id", "poison-json")])
+        .expect("publish");
+    let missing = json!({"id": "poison-missing",
+                         "source": {"snapshot": "projects/prod/global/snapshots/missing"}});
+    emu.publish(WORK_TOPIC, &missing.to_string(), &[])
+        .expect("publish");
+    let mut all = ids.clone();
+    all.extend(["poison-json".to_owned(), "poison-missing".to_owned()]);
+    let mut results = BTreeMap::new();
+    let logs = || {
+        agents
+            .iter()
+            .map(Harness::log_text)
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    wait_results(&emu, &mut results, &all, 300, &logs);
+    for id in &ids {
+        let r = &results[id];
+        assert_eq!(r.len(), 1, "{id}: {r:?}");
+        assert_eq!(r[0]["state"], "done", "{id}: {r:?}");
+        assert!(
+            r[0]["stored"].as_object().is_some_and(|s| !s.is_empty()),
+            "{r:?}"
+        );
+    }
+    assert_eq!(results["poison-json"][0]["state"], "failed");
+    assert!(
+        results["poison-json"][0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not JSON"),
+        "{:?}",
+        results["poison-json"]
+    );
+    assert_eq!(results["poison-missing"][0]["state"], "failed");
+    let stored = stored_by_job(&q);
+    for id in &ids {
+        assert_eq!(stored.get(id), Some(&1), "{id}: {stored:?}");
+    }
+    assert_eq!(stored.len(), 20, "{stored:?}");
+    // Flow control spread the work: no agent took it all.
+    let workers = agents
+        .iter()
+        .filter(|h| ids.iter().any(|id| h.job_state(id) == "done"))
+        .count();
+    assert!(workers >= 2, "only {workers} agent(s) worked");
+    for h in &agents {
+        assert_nothing_left(h);
+    }
+    for h in &mut agents {
+        assert_eq!(h.stop(nix::sys::signal::Signal::SIGTERM), Some(0));
+    }
+    // Nothing comes back after the ack deadline: every request, poison too, was acknowledged.
+    std::thread::sleep(Duration::from_secs(11));
+    let left = emu.pull_now(WORK_SUB, 100, false).expect("pull");
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn queue_kill_redelivers_and_leases_are_extended() {
+    needs_root!();
+    let emu = work_queue(10);
+    let (q, port) = receiver();
+    // Agent A's Compute API takes 8 s per operation: the request's job outlives its 10 s
+    // deadline before it is scanned.
+    let mut a = queued_agent(port, &emu, 10, Duration::from_secs(8));
+    emu.publish(
+        WORK_TOPIC,
+        &queued_request("req-slow", "debian-ext4-gpt"),
+        &[],
+    )
+    .expect("publish");
+    a.wait("A working on req-slow", 60, |h| {
+        h.journal("req-slow").is_some()
+    });
+    // Past the subscription's deadline the message is still A's: its lease was extended.
+    std::thread::sleep(Duration::from_secs(14));
+    assert_eq!(a.job_state("req-slow"), "assigned", "{}", a.log_text());
+    assert!(emu.pull_now(WORK_SUB, 10, false).expect("pull").is_empty());
+    // Killed mid-job: the request returns when the lease runs out, and B does it.
+    assert_eq!(a.stop(nix::sys::signal::Signal::SIGKILL), None);
+    let b = queued_agent(port, &emu, 10, Duration::from_millis(200));
+    let mut results = BTreeMap::new();
+    wait_results(&emu, &mut results, &["req-slow".to_owned()], 120, &|| {
+        b.log_text()
+    });
+    assert_eq!(results["req-slow"][0]["state"], "done");
+    // A restarted does not go on with it: cancelled, its disk released, nothing stored twice.
+    a.start();
+    a.wait_job("req-slow", "cancelled", 60);
+    assert_nothing_left(&a);
+    assert_eq!(stored_by_job(&q).get("req-slow"), Some(&1));
 }

@@ -12,6 +12,12 @@
 //! own instance through the Compute API, once every result is acknowledged. The instance
 //! attributes [`IDLE_ATTRIBUTE`] and [`IDLE_GRACE_ATTRIBUTE`] override the settings for one VM.
 //!
+//! With `[queue] subscription` set, scan requests also come from a Pub/Sub subscription
+//! ([`queue`]): each becomes a job like an assignment; its message is acknowledged once the job
+//! is done (its results acknowledged by the receiver) or failed for good, and given back when
+//! the agent stops first. Queued jobs a previous run left unfinished are cancelled at start:
+//! their messages went back to the queue, for whichever instance pulls them.
+//!
 //! For `source` assignments the jobs make their disks through the Compute API
 //! ([`provision`]); at start and every [`SWEEP_EVERY`] the agent removes disks labelled with
 //! its instance that no live job holds.
@@ -22,6 +28,7 @@
 pub mod assignments;
 pub mod notify;
 pub mod provision;
+pub mod queue;
 pub mod status;
 
 use std::collections::{BTreeMap, HashMap};
@@ -43,6 +50,7 @@ use crate::job::{self, Control, Journal, State, Store};
 use crate::metadata::watch::{self as mdwatch, Dir};
 use crate::metadata::{Client, Identity, MetadataConfig};
 use crate::mount::workspace::Workspace;
+use crate::queue::QueueConfig;
 use crate::scan::ScanConfig;
 use crate::scanner::ScannerConfig;
 use crate::upload::Sink;
@@ -183,6 +191,8 @@ pub struct Settings {
     pub metadata: MetadataConfig,
     /// `[compute]`.
     pub compute: ComputeConfig,
+    /// `[queue]`.
+    pub queue: QueueConfig,
     /// `[status]`.
     pub status: status::StatusConfig,
     /// `[scan]`.
@@ -244,10 +254,41 @@ pub async fn run(cfg: Settings, stop: CancellationToken) -> anyhow::Result<()> {
         store,
         stop.clone(),
     );
+    let worker = if cfg.queue.subscription.is_empty() {
+        None
+    } else {
+        let tokens = Arc::new(compute::Tokens::Metadata(compute::TokenSource::new(
+            client.clone(),
+        )));
+        let q = Arc::new(crate::queue::Client::new(&cfg.queue, tokens)?);
+        let (settle_tx, settle_rx) = mpsc::unbounded_channel();
+        let (delivery_tx, delivery_rx) = mpsc::unbounded_channel();
+        agent.deliveries = delivery_rx;
+        agent.settle = Some(settle_tx);
+        tracing::info!("pulling scan requests from {}", cfg.queue.subscription);
+        Some(tokio::spawn(queue::run(
+            q,
+            cfg.queue.clone(),
+            agent.free_tx.subscribe(),
+            delivery_tx,
+            settle_rx,
+            stop.clone(),
+        )))
+    };
     notifier.ready("watching for assignments");
     agent.publish();
     let result = agent.main_loop(notifier).await;
     agent.shut_down(notifier).await;
+    // Whatever queued job did not finish gives its message back.
+    agent.settle = None;
+    if let Some(w) = worker {
+        if tokio::time::timeout(Duration::from_secs(30), w)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the queue worker did not finish giving messages back");
+        }
+    }
     result
 }
 
@@ -293,6 +334,14 @@ struct Agent {
     idle_override: Option<IdleAction>,
     /// The idle grace of the instance's metadata ([`IDLE_GRACE_ATTRIBUTE`]).
     idle_grace_override: Option<u64>,
+    /// Requests pulled from the queue (none without one).
+    deliveries: mpsc::UnboundedReceiver<queue::Delivery>,
+    /// What the queue worker does with their messages (`None` without a queue).
+    settle: Option<mpsc::UnboundedSender<queue::Settle>>,
+    /// Queued jobs whose messages the worker holds.
+    held: std::collections::BTreeSet<String>,
+    /// Job slots free for queued requests.
+    free_tx: watch::Sender<usize>,
 }
 
 impl Agent {
@@ -345,10 +394,28 @@ impl Agent {
         for e in errors {
             tracing::error!("{e}");
         }
-        let known = journals
+        let mut known: BTreeMap<String, Journal> = journals
             .into_iter()
             .map(|j| (j.id().to_owned(), j))
             .collect();
+        // A queued job left unfinished: its message went back to the queue (given back, or its
+        // lease ran out), so another instance may have it; this one does not go on with it.
+        for j in known.values_mut() {
+            if j.queued && !j.state.is_final() {
+                tracing::warn!(
+                    job_id = j.id(),
+                    "queued job left unfinished by a previous run: cancelled, its request went \
+                     back to the queue"
+                );
+                j.end(
+                    State::Cancelled,
+                    "the agent stopped before it finished; the request went back to the queue",
+                );
+                if let Err(e) = store.save(j) {
+                    tracing::error!("{e:#}");
+                }
+            }
+        }
         Agent {
             cfg,
             identity,
@@ -372,6 +439,10 @@ impl Agent {
             idle_note: None,
             idle_override: None,
             idle_grace_override: None,
+            deliveries: mpsc::unbounded_channel().1,
+            settle: None,
+            held: std::collections::BTreeSet::new(),
+            free_tx: watch::channel(0).0,
         }
     }
 
@@ -398,6 +469,7 @@ impl Agent {
                     }
                 }
                 Some(j) = self.journal_rx.recv() => self.on_journal(j),
+                Some(m) = self.deliveries.recv() => self.on_delivery(&m),
                 Some(done) = self.tasks.join_next_with_id() => self.on_task_end(done),
                 _ = watchdog.tick(), if watchdog_every.is_some() => notifier.watchdog(),
                 () = sleep_until(idle_timer), if idle_timer.is_some() => self.power_off().await,
@@ -408,6 +480,95 @@ impl Agent {
                 shown = line;
             }
             idle_timer = self.idle_deadline();
+            self.update_free();
+        }
+    }
+
+    /// Job slots left for queued requests (none once stopping).
+    fn update_free(&self) {
+        let queued = self.held.len();
+        let free = if self.stop.is_cancelled() {
+            0
+        } else {
+            self.cfg.agent.concurrency().saturating_sub(queued)
+        };
+        self.free_tx
+            .send_if_modified(|f| std::mem::replace(f, free) != free);
+    }
+
+    /// A request pulled from the queue: a new job, a duplicate of one that runs (its lease is
+    /// held too), or one already finished (answered from its journal).
+    fn on_delivery(&mut self, m: &queue::Delivery) {
+        let Some(settle) = self.settle.clone() else {
+            return;
+        };
+        let cfg = self.cfg.clone();
+        let check = |name: &str| {
+            cfg.scanners
+                .preflight(name, &cfg.scan.scanner_search_path, true)
+                .map_err(|e| format!("{e:#}"))
+        };
+        let a = match queue::parse_request(m, &check) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(message_id = m.message_id, "bad request from the queue: {e}");
+                let result = queue::refusal_json(m, &e, &self.identity.name);
+                let _ = settle.send(queue::Settle::Finish {
+                    job: None,
+                    ack_id: Some(m.ack_id.clone()),
+                    result,
+                });
+                return;
+            }
+        };
+        let id = a.id.clone();
+        let hold = queue::Settle::Hold {
+            job: id.clone(),
+            ack_id: m.ack_id.clone(),
+        };
+        match self.known.get(&id) {
+            Some(j) if self.held.contains(&id) => {
+                tracing::info!(
+                    job_id = j.id(),
+                    "request delivered again while its job runs"
+                );
+                let _ = settle.send(hold);
+            }
+            Some(j) if j.state.is_final() && j.state != State::Cancelled => {
+                tracing::info!(
+                    job_id = j.id(),
+                    "request delivered again after its job ended"
+                );
+                let result = if j.queued {
+                    queue::result_json(j, &self.identity.name)
+                } else {
+                    queue::refusal_json(
+                        m,
+                        &format!("job id '{id}' is a metadata assignment's"),
+                        &self.identity.name,
+                    )
+                };
+                let _ = settle.send(queue::Settle::Finish {
+                    job: None,
+                    ack_id: Some(m.ack_id.clone()),
+                    result,
+                });
+            }
+            Some(j) if !j.queued && !j.state.is_final() => {
+                let e = format!("job id '{id}' is a metadata assignment's");
+                let _ = settle.send(queue::Settle::Finish {
+                    job: None,
+                    ack_id: Some(m.ack_id.clone()),
+                    result: queue::refusal_json(m, &e, &self.identity.name),
+                });
+            }
+            _ => {
+                let mut j = Journal::new(a);
+                j.queued = true;
+                self.held.insert(id);
+                let _ = settle.send(hold);
+                self.start(j);
+            }
         }
     }
 
@@ -470,7 +631,10 @@ impl Agent {
             .collect();
         // Withdrawn: cancel what runs.
         for (id, r) in &self.running {
-            if !wanted.contains_key(id) && !r.control.cancel.is_cancelled() {
+            if !wanted.contains_key(id)
+                && !self.known.get(id).is_some_and(|j| j.queued)
+                && !r.control.cancel.is_cancelled()
+            {
                 tracing::info!(
                     job_id = id.as_str(),
                     "assignment withdrawn: cancelling the job"
@@ -481,7 +645,7 @@ impl Agent {
         }
         // New, resumed, or re-assigned after a cancellation.
         for (id, a) in &wanted {
-            if self.running.contains_key(id) {
+            if self.running.contains_key(id) || self.known.get(id).is_some_and(|j| j.queued) {
                 continue;
             }
             let journal = match self.known.get(id) {
@@ -508,6 +672,7 @@ impl Agent {
             .values()
             .filter(|j| {
                 !j.state.is_final()
+                    && !j.queued
                     && !wanted.contains_key(j.id())
                     && !self.running.contains_key(j.id())
             })
@@ -573,6 +738,22 @@ impl Agent {
     }
 
     fn on_journal(&mut self, j: Journal) {
+        if j.queued && j.state.is_final() && self.held.remove(j.id()) {
+            if let Some(settle) = &self.settle {
+                let cmd = if j.state == State::Cancelled {
+                    queue::Settle::GiveBack {
+                        job: j.id().to_owned(),
+                    }
+                } else {
+                    queue::Settle::Finish {
+                        job: Some(j.id().to_owned()),
+                        ack_id: None,
+                        result: queue::result_json(&j, &self.identity.name),
+                    }
+                };
+                let _ = settle.send(cmd);
+            }
+        }
         self.reporter.set(j.id(), &job::status_json(&j));
         self.known.insert(j.id().to_owned(), j);
         self.publish();

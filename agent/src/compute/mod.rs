@@ -25,14 +25,15 @@ pub mod token;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::gapi::{self, Failure};
 use crate::metadata;
-use crate::retry::{self, RetryConfig, Verdict};
+use crate::retry::RetryConfig;
 
 pub use resources::{AttachedDisk, Disk, DiskSource, GuestAttribute, Instance, NewDisk, Operation};
 pub use token::{TokenSource, Tokens};
@@ -152,30 +153,6 @@ impl ComputeError {
     }
 }
 
-/// `{"error": {"code", "message", "errors": [{"reason", "message"}]}}`, the API's error body.
-#[derive(Deserialize, Default)]
-struct ErrorBody {
-    #[serde(default)]
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize, Default)]
-struct ErrorDetail {
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    errors: Vec<ErrorItem>,
-}
-
-#[derive(Deserialize, Default)]
-struct ErrorItem {
-    #[serde(default)]
-    reason: String,
-}
-
-/// Reasons of a `403` that are rate limits, retried like a `429`.
-const RATE_LIMIT_REASONS: [&str; 2] = ["rateLimitExceeded", "userRateLimitExceeded"];
-
 /// A client for one project and zone (the VM's own).
 pub struct Client {
     http: reqwest::Client,
@@ -286,93 +263,40 @@ impl Client {
     /// Send `call`, retrying what is worth retrying; the answer's JSON (`null` when empty).
     async fn send(&self, call: Call<'_>) -> Result<Value, ComputeError> {
         let url = self.url(call.path);
-        let mut attempt = 0u32;
-        let mut refreshed = false;
-        loop {
-            attempt += 1;
-            let token = self.tokens.token().await?;
-            let mut req = self
-                .http
-                .request(call.method.clone(), &url)
-                .bearer_auth(&token)
-                .query(&call.query);
-            if let Some(body) = &call.body {
-                req = req
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.to_string());
-            }
-            let failure = match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let retry_after = resp
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
-                    let text = resp.text().await.unwrap_or_default();
-                    if (200..300).contains(&status) {
-                        if text.trim().is_empty() {
-                            return Ok(Value::Null);
-                        }
-                        return serde_json::from_str(&text).map_err(|e| ComputeError::Failed {
-                            what: call.what.clone(),
-                            status: Some(status),
-                            message: format!("the answer is not JSON: {e}"),
-                            retryable: false,
-                        });
-                    }
-                    if status == 401 && !refreshed {
-                        // An expired or revoked token: one more try with a fresh one.
-                        self.tokens.invalidate(&token).await;
-                        refreshed = true;
-                        attempt -= 1;
-                        continue;
-                    }
-                    let body: ErrorBody = serde_json::from_str(&text).unwrap_or_default();
-                    let reasons: Vec<&str> = body
-                        .error
-                        .errors
-                        .iter()
-                        .map(|e| e.reason.as_str())
-                        .collect();
-                    let message = if body.error.message.is_empty() {
-                        format!("HTTP {status}")
-                    } else {
-                        format!("HTTP {status}: {}", body.error.message)
-                    };
-                    let rate_limited =
-                        status == 403 && reasons.iter().any(|r| RATE_LIMIT_REASONS.contains(r));
-                    let verdict = if rate_limited {
-                        Verdict::Retry(None)
-                    } else {
-                        retry::status_verdict(status, retry_after.as_deref(), SystemTime::now())
-                    };
-                    match verdict {
-                        Verdict::Retry(after) => (message, Some(status), after),
-                        Verdict::Fatal => {
-                            return Err(classify(&call.what, status, &reasons, message))
-                        }
-                    }
-                }
-                Err(e) => (crate::error_chain(&e), None, None),
-            };
-            let (message, status, after) = failure;
-            if attempt >= self.retry.attempts() {
-                return Err(ComputeError::Failed {
-                    what: call.what,
+        let req = gapi::Request {
+            api: "Compute API",
+            what: &call.what,
+            method: call.method.clone(),
+            url: &url,
+            query: &call.query,
+            body: call.body.as_ref(),
+        };
+        let what = call.what.clone();
+        gapi::send(&self.http, Some(&self.tokens), &self.retry, req)
+            .await
+            .map_err(|f| match f {
+                Failure::Token(e) => ComputeError::Token(e),
+                Failure::Refused {
                     status,
-                    message: format!("{message} (after {attempt} attempts)"),
+                    reasons,
+                    message,
+                } => {
+                    let reasons: Vec<&str> = reasons.iter().map(String::as_str).collect();
+                    classify(&what, status, &reasons, message)
+                }
+                Failure::Malformed { status, message } => ComputeError::Failed {
+                    what,
+                    status: Some(status),
+                    message,
+                    retryable: false,
+                },
+                Failure::Exhausted { status, message } => ComputeError::Failed {
+                    what,
+                    status,
+                    message,
                     retryable: true,
-                });
-            }
-            let wait = self.retry.delay(attempt, after);
-            tracing::info!(
-                attempt,
-                "Compute API: {}: {message}; retrying in {wait:?}",
-                call.what
-            );
-            tokio::time::sleep(wait).await;
-        }
+                },
+            })
     }
 
     /// A mutating call: it starts an operation, which is returned (not waited for). A fresh

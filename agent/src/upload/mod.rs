@@ -186,6 +186,9 @@ impl UploadError {
     }
 }
 
+/// The field naming the queued request a result file answers.
+pub const REQUEST_ID_FIELD: &str = "request_id";
+
 /// One file to send, with what describes it.
 #[derive(Debug, Clone)]
 pub struct UploadItem {
@@ -196,7 +199,8 @@ pub struct UploadItem {
     /// Size of the file.
     pub len: u64,
     /// The same for the same file (name, size, modification time) and fields, so a receiver
-    /// can recognise a retried upload. The content is not hashed up front: that would read the
+    /// can recognise a retried upload; for a queued request's file, the same for the request
+    /// and file name ([`REQUEST_ID_FIELD`]). The content is not hashed up front: that would read the
     /// file twice; its SHA-256 is computed while it is sent.
     pub idempotency_key: String,
 }
@@ -223,15 +227,24 @@ impl UploadItem {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos());
         let mut key = Sha256::new();
-        key.update(file_name(path).as_bytes());
-        key.update([0]);
-        key.update(meta.len().to_le_bytes());
-        key.update(mtime.to_le_bytes());
-        for (k, v) in &fields {
+        if let Some(request) = fields.get(REQUEST_ID_FIELD) {
+            // A queued request may be worked again by another instance (after a crash between
+            // the upload and the queue's ack): its result file is the same upload.
+            key.update(b"request\0");
+            key.update(request.as_bytes());
             key.update([0]);
-            key.update(k.as_bytes());
+            key.update(file_name(path).as_bytes());
+        } else {
+            key.update(file_name(path).as_bytes());
             key.update([0]);
-            key.update(v.as_bytes());
+            key.update(meta.len().to_le_bytes());
+            key.update(mtime.to_le_bytes());
+            for (k, v) in &fields {
+                key.update([0]);
+                key.update(k.as_bytes());
+                key.update([0]);
+                key.update(v.as_bytes());
+            }
         }
         Ok(UploadItem {
             path: path.to_path_buf(),
