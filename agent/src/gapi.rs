@@ -9,6 +9,7 @@
 
 use std::time::SystemTime;
 
+use anyhow::Context as _;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -80,6 +81,20 @@ struct ErrorDetail {
 struct ErrorItem {
     #[serde(default)]
     reason: String,
+}
+
+/// Check a `url` setting (an API's base URL): absolute, http or https.
+///
+/// # Errors
+///
+/// It is not, naming it (credentials redacted).
+pub fn check_url(url: &str) -> anyhow::Result<()> {
+    let parsed = reqwest::Url::parse(url)
+        .with_context(|| format!("invalid url '{}'", crate::redact::text(url)))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        anyhow::bail!("url '{}' is not http or https", crate::redact::text(url));
+    }
+    Ok(())
 }
 
 /// Reasons of a `403` that are rate limits, retried like a `429`.

@@ -484,6 +484,14 @@ impl Agent {
         }
     }
 
+    /// Whether the scanner `name` (of an assignment or request) can run here.
+    fn check_scanner(&self, name: &str) -> Result<(), String> {
+        self.cfg
+            .scanners
+            .preflight(name, &self.cfg.scan.scanner_search_path, true)
+            .map_err(|e| format!("{e:#}"))
+    }
+
     /// Job slots left for queued requests (none once stopping).
     fn update_free(&self) {
         let queued = self.held.len();
@@ -502,13 +510,7 @@ impl Agent {
         let Some(settle) = self.settle.clone() else {
             return;
         };
-        let cfg = self.cfg.clone();
-        let check = |name: &str| {
-            cfg.scanners
-                .preflight(name, &cfg.scan.scanner_search_path, true)
-                .map_err(|e| format!("{e:#}"))
-        };
-        let a = match queue::parse_request(m, &check) {
+        let a = match queue::parse_request(m, &|name| self.check_scanner(name)) {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(message_id = m.message_id, "bad request from the queue: {e}");
@@ -602,16 +604,10 @@ impl Agent {
             .get(assignments::ATTRIBUTE)
             .cloned()
             .unwrap_or_default();
-        let cfg = self.cfg.clone();
-        let check = |name: &str| {
-            cfg.scanners
-                .preflight(name, &cfg.scan.scanner_search_path, true)
-                .map_err(|e| format!("{e:#}"))
-        };
         let parsed = if text.trim().is_empty() {
             assignments::Parsed::default()
         } else {
-            assignments::parse(&text, &check)
+            assignments::parse(&text, &|name| self.check_scanner(name))
         };
         if parsed.errors != self.assignment_errors {
             for e in &parsed.errors {

@@ -214,12 +214,7 @@ pub fn parse_request(
         .as_object_mut()
         .ok_or("the message's data is not a JSON object (one assignment)")?;
     if !obj.contains_key("id") {
-        let id = m
-            .attributes
-            .get("request_id")
-            .cloned()
-            .unwrap_or_else(|| format!("m-{}", m.message_id));
-        obj.insert("id".into(), id.into());
+        obj.insert("id".into(), request_id(m).into());
     }
     if !obj.contains_key("source") {
         return Err("a queued request needs a source (snapshot, image or disk)".into());
@@ -234,6 +229,14 @@ pub fn parse_request(
     }
 }
 
+/// The message's `request_id` attribute, else `m-<message id>` (the same on every delivery).
+fn request_id(m: &Received) -> String {
+    m.attributes
+        .get("request_id")
+        .cloned()
+        .unwrap_or_else(|| format!("m-{}", m.message_id))
+}
+
 /// The result message of a job: its status (as in its guest attribute), the request id and
 /// where each result file was stored (the receiver's receipts).
 pub fn result_json(j: &Journal, instance: &str) -> serde_json::Value {
@@ -246,13 +249,8 @@ pub fn result_json(j: &Journal, instance: &str) -> serde_json::Value {
 
 /// The result message of a request that could not be read.
 pub fn refusal_json(m: &Received, error: &str, instance: &str) -> serde_json::Value {
-    let id = m
-        .attributes
-        .get("request_id")
-        .cloned()
-        .unwrap_or_else(|| format!("m-{}", m.message_id));
     serde_json::json!({
-        "request_id": id,
+        "request_id": request_id(m),
         "state": "failed",
         "error": format!("bad request: {error}"),
         "scanner_instance": instance,

@@ -27,7 +27,6 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -74,14 +73,7 @@ impl ComputeConfig {
     ///
     /// A URL that is not http(s), a zero timeout.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let url = reqwest::Url::parse(&self.url)
-            .with_context(|| format!("invalid url '{}'", crate::redact::text(&self.url)))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            anyhow::bail!(
-                "url '{}' is not http or https",
-                crate::redact::text(&self.url)
-            );
-        }
+        gapi::check_url(&self.url)?;
         if self.request_timeout_secs == 0 || self.operation_timeout_secs == 0 {
             anyhow::bail!("request_timeout_secs and operation_timeout_secs must be at least 1");
         }

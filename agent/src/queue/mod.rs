@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -80,14 +79,7 @@ impl QueueConfig {
         if !self.results_topic.is_empty() {
             check_name(&self.results_topic, "topics")?;
         }
-        let url = reqwest::Url::parse(&self.url)
-            .with_context(|| format!("invalid url '{}'", crate::redact::text(&self.url)))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            anyhow::bail!(
-                "url '{}' is not http or https",
-                crate::redact::text(&self.url)
-            );
-        }
+        gapi::check_url(&self.url)?;
         if !(10..=600).contains(&self.ack_deadline_secs) {
             anyhow::bail!("ack_deadline_secs must be 10 to 600 (Pub/Sub's range)");
         }

@@ -79,13 +79,7 @@ impl Client {
     ///
     /// An invalid URL, no token, an unreadable token file.
     pub fn new(url: &str, cfg: &QflowConfig) -> Result<Client, UploadError> {
-        let url = reqwest::Url::parse(url)
-            .map_err(|e| UploadError::Config(format!("invalid QFlow URL '{url}': {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(UploadError::Config(format!(
-                "invalid QFlow URL '{url}': not http or https"
-            )));
-        }
+        let url = super::parse_endpoint(url)?;
         let token = read_token(cfg)?;
         let mut auth = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
             UploadError::Config("the QFlow token holds characters a header cannot".into())
