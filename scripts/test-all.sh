@@ -35,6 +35,18 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
 fi
+# The Pub/Sub emulator (the work-queue tests) comes with the Google Cloud CLI and needs Java:
+# from Google's apt repository if the machine has no gcloud with the emulator.
+if ! command -v java >/dev/null || ! command -v gcloud >/dev/null ||
+    [ ! -d "$(gcloud info --format='value(installation.sdk_root)')/platform/pubsub-emulator" ]; then
+    echo "installing: google-cloud-cli google-cloud-cli-pubsub-emulator default-jre-headless"
+    curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg |
+        gpg --batch --yes --dearmor -o /usr/share/keyrings/cloud.google.gpg
+    echo "deb [signed-by=/usr/share/keyrings/cloud.google.gpg] https://packages.cloud.google.com/apt cloud-sdk main" \
+        >/etc/apt/sources.list.d/google-cloud-sdk.list
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq google-cloud-cli google-cloud-cli-pubsub-emulator default-jre-headless >/dev/null
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
