@@ -58,6 +58,9 @@ pub enum Command {
     /// Scan a VM's disks from anywhere with gcloud credentials: snapshot them, create one
     /// scanner VM that does the rest, optionally wait for its results.
     Launch(Box<crate::launch::LaunchArgs>),
+    /// Send a fleet work: snapshot a VM's disks (or take snapshots), publish one scan request
+    /// per disk to the fleet's Pub/Sub topic, optionally wait for their results.
+    Submit(Box<crate::launch::submit::SubmitArgs>),
     /// Work with the settings.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -171,6 +174,10 @@ pub fn run(cli: Cli) -> u8 {
         Command::Upload(args) => run_upload(&args),
         Command::Launch(args) => match runtime() {
             Ok(rt) => rt.block_on(crate::launch::run(*args)),
+            Err(code) => code,
+        },
+        Command::Submit(args) => match runtime() {
+            Ok(rt) => rt.block_on(crate::launch::submit::run(*args)),
             Err(code) => code,
         },
     }

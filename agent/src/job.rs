@@ -46,6 +46,9 @@ use crate::upload::{self, Sink};
 pub const MAX_SCAN_ATTEMPTS: u32 = 3;
 /// The error of a job cancelled because its assignment was withdrawn.
 pub const WITHDRAWN: &str = "the assignment was withdrawn";
+/// The error of a queued job the agent stopped: another instance does its request.
+pub const REQUEUED: &str =
+    "the agent stopped before it finished; the request went back to the queue";
 /// The journal's file name in the job directory.
 pub const JOURNAL_FILE: &str = "job.json";
 
@@ -381,8 +384,16 @@ pub async fn run(env: &Env, mut j: Journal, ctl: &Control) -> Journal {
         match step {
             Step::Continue => {}
             Step::Pause => {
-                if ctl.withdrawn() && j.state < State::Scanned {
-                    j.end(State::Cancelled, WITHDRAWN);
+                // A queued job is not resumed here: its request goes back to the queue.
+                let why = if j.queued {
+                    Some(REQUEUED)
+                } else if ctl.withdrawn() && j.state < State::Scanned {
+                    Some(WITHDRAWN)
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    j.end(State::Cancelled, why);
                     tracing::info!(job_id = j.id(), state = "cancelled", "job cancelled");
                     save(env, &j);
                     // Final: its disk is released like any other's.

@@ -14,6 +14,9 @@
 //!   items become the fake metadata server's attributes, its `initializeParams.sourceSnapshot`
 //!   disks are created and really attached read-only, as at boot; [`FakeCompute::inserted`]) and
 //!   `instances.getGuestAttributes` (the fake metadata server's);
+//! - for fleets: `instanceGroupManagers.deleteInstances` of a zonal group
+//!   ([`FakeCompute::add_group`]; `400` for an instance not in it, unless
+//!   `skipInstancesOnValidationError`): the instance leaves the group and is deleted;
 //! - each mutating call returns a zone operation that is `RUNNING` for
 //!   [`FakeCompute::set_operation_delay`] (or a delay per call, [`FakeCompute::set_call_delay`])
 //!   and then `DONE`, with its effect applied at that
@@ -30,11 +33,11 @@
 //! - the IAM permissions each successful call needs, by caller
 //!   ([`FakeCompute::permissions_used`]), for checking the README's custom roles against them.
 //!
-//! Not here: regions, images as boot disks (the inserted VM's boot disk is only named),
+//! Not here: regions (regional groups and their operations), images as boot disks (the inserted VM's boot disk is only named),
 //! snapshots.insert (other snapshots are registered with [`FakeCompute::add_snapshot`]), IAM (a
 //! valid token may do everything).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -101,6 +104,11 @@ enum Effect {
         device_name: String,
     },
     DeleteInstance(String),
+    /// `deleteInstances` of a managed instance group: out of the group, then deleted.
+    LeaveGroup {
+        group: String,
+        instances: Vec<String>,
+    },
     CreateSnapshot {
         path: String,
         file: PathBuf,
@@ -127,6 +135,7 @@ impl Effect {
             Effect::Attach { .. } => "instances.attachDisk",
             Effect::Detach { .. } => "instances.detachDisk",
             Effect::DeleteInstance(_) => "instances.delete",
+            Effect::LeaveGroup { .. } => "instanceGroupManagers.deleteInstances",
             Effect::CreateSnapshot { .. } => "disks.createSnapshot",
             Effect::DeleteSnapshot(_) => "snapshots.delete",
             Effect::InsertInstance { .. } => "instances.insert",
@@ -158,6 +167,10 @@ struct State {
     instances: BTreeMap<String, Vec<Attached>>,
     instance_ids: BTreeMap<String, String>,
     deleted_instances: Vec<String>,
+    /// The project's number, which names it too.
+    project_number: Option<String>,
+    /// Managed instance groups of the zone, by name: their instances.
+    groups: BTreeMap<String, BTreeSet<String>>,
     ops: BTreeMap<String, Op>,
     request_ids: BTreeMap<String, String>,
     op_delay: Duration,
@@ -218,6 +231,8 @@ impl FakeCompute {
                 instances: BTreeMap::new(),
                 instance_ids: BTreeMap::new(),
                 deleted_instances: Vec::new(),
+                project_number: None,
+                groups: BTreeMap::new(),
                 ops: BTreeMap::new(),
                 request_ids: BTreeMap::new(),
                 op_delay: Duration::from_millis(200),
@@ -268,6 +283,29 @@ impl FakeCompute {
             }],
         );
         s.instance_ids.insert(name.to_owned(), id.to_owned());
+    }
+
+    /// The project's number: request paths may name the project by it.
+    pub fn set_project_number(&self, number: u64) {
+        self.shared.lock().project_number = Some(number.to_string());
+    }
+
+    /// A managed instance group `name` of the zone with these instances (registered already).
+    pub fn add_group(&self, name: &str, instances: &[&str]) {
+        self.shared.lock().groups.insert(
+            name.to_owned(),
+            instances.iter().map(|i| (*i).to_owned()).collect(),
+        );
+    }
+
+    /// The instances of group `name` now.
+    pub fn group_instances(&self, name: &str) -> Vec<String> {
+        self.shared
+            .lock()
+            .groups
+            .get(name)
+            .map(|g| g.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Forget the instance `name` (not yet created, for `instances.insert`).
@@ -601,6 +639,9 @@ fn permissions(method: &Method, path: &str, body: &[u8]) -> Vec<&'static str> {
             p.push("compute.instances.detachDisk");
         }
         ("DELETE", ["zones", _, "instances", _]) => p.push("compute.instances.delete"),
+        ("POST", ["zones", _, "instanceGroupManagers", _, "deleteInstances"]) => {
+            p.push("compute.instanceGroupManagers.update");
+        }
         _ => {}
     }
     p
@@ -638,13 +679,24 @@ async fn route(
     body: &[u8],
     shared: &Shared,
 ) -> Answer {
-    let (zone_prefix, global_prefix) = {
+    let (zone_prefix, global_prefix, path) = {
         let s = shared.lock();
+        // The project's number names it as well as its id does (`created-by` uses it).
+        let path = match &s.project_number {
+            Some(n) => path.replacen(
+                &format!("/compute/v1/projects/{n}/"),
+                &format!("/compute/v1/projects/{}/", s.project),
+                1,
+            ),
+            None => path.to_owned(),
+        };
         (
             format!("/compute/v1/projects/{}/zones/{}/", s.project, s.zone),
             format!("/compute/v1/projects/{}/global/", s.project),
+            path,
         )
     };
+    let path = path.as_str();
     let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     if let Some(rel) = path.strip_prefix(&global_prefix) {
         let parts: Vec<&str> = rel.split('/').collect();
@@ -671,6 +723,9 @@ async fn route(
         ("POST", ["instances", name, "attachDisk"]) => attach_disk(shared, name, &body, query),
         ("POST", ["instances", name, "detachDisk"]) => detach_disk(shared, name, query),
         ("DELETE", ["instances", name]) => delete_instance(shared, name, query),
+        ("POST", ["instanceGroupManagers", group, "deleteInstances"]) => {
+            leave_group(shared, group, &body, query)
+        }
         ("GET", ["operations", name]) => operation(shared, name),
         ("POST", ["operations", name, "wait"]) => wait_operation(shared, name).await,
         _ => not_found(path),
@@ -843,6 +898,14 @@ fn apply(shared: &Shared, effect: Effect) -> Result<(), String> {
             let mut s = shared.lock();
             s.instances.remove(&name);
             s.deleted_instances.push(name);
+        }
+        Effect::LeaveGroup { group, instances } => {
+            for name in instances {
+                if let Some(g) = shared.lock().groups.get_mut(&group) {
+                    g.remove(&name);
+                }
+                apply(shared, Effect::DeleteInstance(name))?;
+            }
         }
         Effect::CreateSnapshot { path, file } => {
             shared.lock().snapshots.insert(path, file);
@@ -1211,6 +1274,54 @@ fn delete_instance(shared: &Shared, name: &str, query: &BTreeMap<String, String>
         "delete",
         target,
         Effect::DeleteInstance(name.to_owned()),
+        query,
+    )
+}
+
+/// `instanceGroupManagers.deleteInstances`: the listed instances (URLs or partial URLs) must be
+/// the group's, unless `skipInstancesOnValidationError`.
+fn leave_group(
+    shared: &Shared,
+    group: &str,
+    body: &Value,
+    query: &BTreeMap<String, String>,
+) -> Answer {
+    let (target, instances) = {
+        let s = shared.lock();
+        let Some(members) = s.groups.get(group) else {
+            return not_found(&format!("instanceGroupManagers/{group}"));
+        };
+        let skip = body["skipInstancesOnValidationError"] == true;
+        let mut instances = Vec::new();
+        for url in body["instances"].as_array().into_iter().flatten() {
+            let path = resource_path(url.as_str().unwrap_or_default());
+            let zone_prefix = format!("projects/{}/zones/{}/instances/", s.project, s.zone);
+            match path.strip_prefix(&zone_prefix) {
+                Some(name) if members.contains(name) => instances.push(name.to_owned()),
+                _ if skip => {}
+                _ => {
+                    return error(
+                        400,
+                        "invalid",
+                        &format!("Instance '{path}' is not a member of {group}"),
+                    )
+                }
+            }
+        }
+        let target = format!(
+            "projects/{}/zones/{}/instanceGroupManagers/{group}",
+            s.project, s.zone
+        );
+        (target, instances)
+    };
+    start(
+        shared,
+        "deleteInstances",
+        target,
+        Effect::LeaveGroup {
+            group: group.to_owned(),
+            instances,
+        },
         query,
     )
 }

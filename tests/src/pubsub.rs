@@ -102,6 +102,21 @@ impl Emulator {
         self.call("PUT", subscription, Some(&body)).map(drop)
     }
 
+    /// The subscriptions of `project` (their paths).
+    ///
+    /// # Errors
+    ///
+    /// The emulator refused.
+    pub fn subscriptions(&self, project: &str) -> anyhow::Result<Vec<String>> {
+        let v = self.call("GET", &format!("projects/{project}/subscriptions"), None)?;
+        Ok(v["subscriptions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["name"].as_str().map(str::to_owned))
+            .collect())
+    }
+
     /// Publish `data` with `attributes` to `topic`; the message id.
     ///
     /// # Errors

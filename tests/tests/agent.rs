@@ -1233,12 +1233,23 @@ fn idle_action_delete_deletes_the_instance_only_after_every_ack() {
 /// `snapscan launch` with the fake Compute API, credentials from a service-account key whose
 /// token endpoint is the fake OAuth server; stdout and stderr go to files in the harness.
 fn launch(h: &Harness, oauth: &FakeOauth, args: &[&str]) -> Child {
+    launcher(h, oauth, "launch", args, &[])
+}
+
+/// `snapscan <command>` (`launch` or `submit`) as [`launch`] runs it, with `envs` set.
+fn launcher(
+    h: &Harness,
+    oauth: &FakeOauth,
+    command: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> Child {
     let key = oauth.key_file(h.dir.path()).expect("key file");
     let out = std::fs::File::create(h.dir.path().join("launch.out")).expect("stdout file");
     let err = std::fs::File::create(h.dir.path().join("launch.err")).expect("stderr file");
     Command::new(snapscan_tests::snapscan_bin())
         .args([
-            "launch",
+            command,
             "--project",
             "scan-project",
             "--zone",
@@ -1248,11 +1259,12 @@ fn launch(h: &Harness, oauth: &FakeOauth, args: &[&str]) -> Child {
         .args(args)
         .env("GOOGLE_APPLICATION_CREDENTIALS", key)
         .env("HOME", h.dir.path())
+        .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         .spawn()
-        .expect("spawn snapscan launch")
+        .expect("spawn snapscan")
 }
 
 /// Wait for `child` at most `secs`; its exit code and what it printed (stdout, stderr).
@@ -1266,7 +1278,7 @@ fn finish(h: &Harness, mut child: Child, secs: u64) -> (Option<i32>, String, Str
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "snapscan launch did not end\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- agent log ---\n{}",
+                "snapscan did not end\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- agent log ---\n{}",
                 std::fs::read_to_string(h.dir.path().join("launch.out")).unwrap_or_default(),
                 std::fs::read_to_string(h.dir.path().join("launch.err")).unwrap_or_default(),
                 h.log_text()
@@ -1694,4 +1706,161 @@ fn queue_kill_redelivers_and_leases_are_extended() {
     a.wait_job("req-slow", "cancelled", 60);
     assert_nothing_left(&a);
     assert_eq!(stored_by_job(&q).get("req-slow"), Some(&1));
+}
+
+#[test]
+fn queue_sigterm_gives_its_request_back_at_once() {
+    needs_root!();
+    // A 60 s deadline: a request done well within it by another agent was given back, not
+    // left to run out.
+    let emu = work_queue(60);
+    let (q, port) = receiver();
+    let mut a = queued_agent(port, &emu, 60, Duration::from_secs(8));
+    emu.publish(
+        WORK_TOPIC,
+        &queued_request("req-term", "debian-ext4-gpt"),
+        &[],
+    )
+    .expect("publish");
+    a.wait("A working on req-term", 60, |h| {
+        h.journal("req-term").is_some()
+    });
+    let stopped = Instant::now();
+    assert_eq!(a.stop(nix::sys::signal::Signal::SIGTERM), Some(0));
+    assert!(a.log_text().contains("message(s) back"), "{}", a.log_text());
+    let b = queued_agent(port, &emu, 60, Duration::from_millis(200));
+    let mut results = BTreeMap::new();
+    wait_results(&emu, &mut results, &["req-term".to_owned()], 45, &|| {
+        format!("{}\n---\n{}", a.log_text(), b.log_text())
+    });
+    assert!(
+        stopped.elapsed() < Duration::from_secs(60),
+        "not given back"
+    );
+    assert_eq!(results["req-term"][0]["state"], "done");
+    assert_eq!(a.job_state("req-term"), "cancelled");
+    assert_nothing_left(&a);
+    assert_eq!(stored_by_job(&q).get("req-term"), Some(&1));
+}
+
+const GROUP: &str = "scanners";
+
+/// A queued agent of the managed instance group [`GROUP`] (its `created-by` metadata names it,
+/// by project number as Compute Engine does) that leaves the group after `idle_secs` idle.
+fn group_agent(port: u16, emu: &Emulator, idle_secs: u64) -> Harness {
+    let config = format!(
+        "[agent]\nidle_action = \"leave-group\"\nidle_grace_secs = {idle_secs}\n{}",
+        queue_config(emu, 30)
+    );
+    let mut h = Harness::new(port, &config);
+    let id = Identity::default();
+    let zone = id.zone.rsplit('/').next().unwrap_or_default().to_owned();
+    let api = h.with_compute(&["debian-ext4-gpt", "debian-lvm"]);
+    api.set_project_number(id.project_number);
+    api.add_group(GROUP, &[&id.name]);
+    h.md.set_attribute(
+        "created-by",
+        &format!(
+            "projects/{}/zones/{zone}/instanceGroupManagers/{GROUP}",
+            id.project_number
+        ),
+    );
+    h.start();
+    h
+}
+
+#[test]
+fn submit_waits_for_the_fleet_and_an_idle_fleet_leaves_its_group() {
+    needs_root!();
+    let emu = work_queue(30);
+    let (q, port) = receiver();
+    let agents: Vec<Harness> = (0..2).map(|_| group_agent(port, &emu, 20)).collect();
+    let oauth = FakeOauth::start(agents[0].md.handle());
+    let snapshots = [snapshot("debian-ext4-gpt"), snapshot("debian-lvm")];
+    let child = launcher(
+        &agents[0],
+        &oauth,
+        "submit",
+        &[
+            "--topic",
+            WORK_TOPIC,
+            "--snapshot",
+            &snapshots[0],
+            "--snapshot",
+            &snapshots[1],
+            "--wait",
+            "--results-topic",
+            RESULTS_TOPIC,
+            "--timeout-secs",
+            "240",
+        ],
+        &[("PUBSUB_EMULATOR_HOST", &emu.host())],
+    );
+    let (code, out, err) = finish(&agents[0], child, 300);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    // One request per snapshot, each done once, stored once.
+    let stored = stored_by_job(&q);
+    assert_eq!(stored.len(), 2, "{stored:?}\n{out}");
+    for (id, n) in &stored {
+        assert_eq!(*n, 1, "{id}: {stored:?}");
+        assert!(out.contains(id.as_str()), "{id} not in\n{out}");
+        assert!(err.contains(&format!("{id}: done")), "{err}");
+    }
+    assert!(err.contains("stored: "), "{err}");
+    // Its own results subscription is gone again; the test's is left.
+    let subs = emu.subscriptions("scan-project").expect("subscriptions");
+    assert!(
+        !subs.iter().any(|s| s.contains("snapscan-submit")),
+        "{subs:?}"
+    );
+    // Idle for 20 s after the last job: each agent has its group delete it.
+    let me = Identity::default().name;
+    for h in &agents {
+        h.wait("the instance to leave its group", 90, |h| {
+            h.api().group_instances(GROUP).is_empty()
+        });
+        h.wait("the instance deleted", 30, |h| {
+            h.api().deleted_instances() == [me.clone()]
+        });
+        let agent = h.guest("agent");
+        assert!(
+            agent["idle_action"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("leaving group"),
+            "{agent}"
+        );
+        // No disk left in the API or the VM's view (the instance itself is gone).
+        assert!(
+            h.api().disk_names().is_empty(),
+            "{:?}",
+            h.api().disk_names()
+        );
+        assert!(h.gce().attached().is_empty(), "{:?}", h.gce().attached());
+    }
+    // The README's role for the fleet's instances has every permission they used.
+    let role = readme_role("snapscanFleetScanner");
+    for h in &agents {
+        let used = h.api().permissions_used(|_| true);
+        assert!(
+            used.contains("compute.instanceGroupManagers.update"),
+            "{used:?}"
+        );
+        let missing: Vec<&String> = used.difference(&role).collect();
+        assert!(missing.is_empty(), "snapscanFleetScanner lacks {missing:?}");
+    }
+    // A request published now finds no worker left; it stays queued for a new instance.
+    emu.publish(
+        WORK_TOPIC,
+        &queued_request("after-leaving", "debian-lvm"),
+        &[],
+    )
+    .expect("publish");
+    std::thread::sleep(Duration::from_secs(3));
+    let left = emu.pull_now(WORK_SUB, 10, true).expect("pull");
+    assert!(
+        left.iter().any(|m| m["data"]["id"] == "after-leaving"),
+        "{left:?}"
+    );
+    assert!(!stored_by_job(&q).contains_key("after-leaving"));
 }

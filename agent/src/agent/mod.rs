@@ -78,6 +78,10 @@ pub const IDLE_ATTRIBUTE: &str = "snapscan-idle-action";
 /// and only has to stay until the launcher has read every job's end).
 pub const IDLE_GRACE_ATTRIBUTE: &str = "snapscan-idle-grace-secs";
 
+/// The instance attribute Compute Engine gives an instance of a managed instance group:
+/// `projects/P/zones/Z/instanceGroupManagers/G` (or `regions/R`).
+pub const CREATED_BY_ATTRIBUTE: &str = "created-by";
+
 /// What to do once every job is finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -90,6 +94,11 @@ pub enum IdleAction {
     /// Delete this instance through the Compute API, once every result is acknowledged (its
     /// auto-delete disks go with it).
     Delete,
+    /// Leave the managed instance group that made this instance (`deleteInstances` on itself:
+    /// the group deletes it and shrinks by one), once every result is acknowledged; idle
+    /// counts from the start when no job ever came (a fleet scaled up for an empty queue).
+    #[serde(rename = "leave-group")]
+    LeaveGroup,
 }
 
 /// The `[agent]` table.
@@ -121,8 +130,9 @@ pub struct AgentConfig {
     pub upload_retry_secs: u64,
     /// Keep result files after the QFlow receiver acknowledged them. Default false.
     pub keep_uploaded: bool,
-    /// `none` (default), `poweroff` once every job is finished, or `delete` (the instance,
-    /// through the Compute API) once every result is also acknowledged.
+    /// `none` (default), `poweroff` once every job is finished, `delete` (the instance,
+    /// through the Compute API) once every result is also acknowledged, or `leave-group` (of
+    /// a managed instance group: the group deletes the instance and shrinks).
     pub idle_action: IdleAction,
     /// How long the agent must have been idle before `idle_action`. Default 300.
     pub idle_grace_secs: u64,
@@ -334,6 +344,10 @@ struct Agent {
     idle_override: Option<IdleAction>,
     /// The idle grace of the instance's metadata ([`IDLE_GRACE_ATTRIBUTE`]).
     idle_grace_override: Option<u64>,
+    /// The managed instance group that made this instance ([`CREATED_BY_ATTRIBUTE`]).
+    created_by: Option<String>,
+    /// Leaving the group (or deleting itself): no more requests are taken.
+    leaving: bool,
     /// Requests pulled from the queue (none without one).
     deliveries: mpsc::UnboundedReceiver<queue::Delivery>,
     /// What the queue worker does with their messages (`None` without a queue).
@@ -407,10 +421,7 @@ impl Agent {
                     "queued job left unfinished by a previous run: cancelled, its request went \
                      back to the queue"
                 );
-                j.end(
-                    State::Cancelled,
-                    "the agent stopped before it finished; the request went back to the queue",
-                );
+                j.end(State::Cancelled, job::REQUEUED);
                 if let Err(e) = store.save(j) {
                     tracing::error!("{e:#}");
                 }
@@ -439,6 +450,8 @@ impl Agent {
             idle_note: None,
             idle_override: None,
             idle_grace_override: None,
+            created_by: None,
+            leaving: false,
             deliveries: mpsc::unbounded_channel().1,
             settle: None,
             held: std::collections::BTreeSet::new(),
@@ -495,7 +508,7 @@ impl Agent {
     /// Job slots left for queued requests (none once stopping).
     fn update_free(&self) {
         let queued = self.held.len();
-        let free = if self.stop.is_cancelled() {
+        let free = if self.stop.is_cancelled() || self.leaving {
             0
         } else {
             self.cfg.agent.concurrency().saturating_sub(queued)
@@ -510,6 +523,13 @@ impl Agent {
         let Some(settle) = self.settle.clone() else {
             return;
         };
+        if self.leaving {
+            let _ = settle.send(queue::Settle::GiveBack {
+                job: None,
+                ack_id: Some(m.ack_id.clone()),
+            });
+            return;
+        }
         let a = match queue::parse_request(m, &|name| self.check_scanner(name)) {
             Ok(a) => a,
             Err(e) => {
@@ -589,6 +609,7 @@ impl Agent {
             },
         };
         self.idle_override = self.idle_from_metadata(attrs.get(IDLE_ATTRIBUTE));
+        self.created_by = attrs.get(CREATED_BY_ATTRIBUTE).cloned();
         self.idle_grace_override = attrs.get(IDLE_GRACE_ATTRIBUTE).and_then(|v| {
             v.trim()
                 .parse()
@@ -738,7 +759,8 @@ impl Agent {
             if let Some(settle) = &self.settle {
                 let cmd = if j.state == State::Cancelled {
                     queue::Settle::GiveBack {
-                        job: j.id().to_owned(),
+                        job: Some(j.id().to_owned()),
+                        ack_id: None,
                     }
                 } else {
                     queue::Settle::Finish {
@@ -844,7 +866,8 @@ impl Agent {
 
     /// When to run the idle action, if it is due.
     fn idle_deadline(&mut self) -> Option<Instant> {
-        let idle = self.running.is_empty() && !self.known.is_empty();
+        let leave = self.idle_action() == IdleAction::LeaveGroup;
+        let idle = self.running.is_empty() && (!self.known.is_empty() || leave);
         if !idle || self.stop.is_cancelled() {
             self.idle_since = None;
             return None;
@@ -886,10 +909,11 @@ impl Agent {
             "none" => IdleAction::None,
             "poweroff" if !self.cfg.agent.poweroff_command.is_empty() => IdleAction::Poweroff,
             "delete" => IdleAction::Delete,
+            "leave-group" => IdleAction::LeaveGroup,
             other => {
                 tracing::error!(
                     "metadata {IDLE_ATTRIBUTE} = '{other}': not none, poweroff (with a \
-                     poweroff_command) or delete; [agent] idle_action applies"
+                     poweroff_command), delete or leave-group; [agent] idle_action applies"
                 );
                 return None;
             }
@@ -943,7 +967,10 @@ impl Agent {
     }
 
     async fn power_off(&mut self) {
-        if self.idle_action() == IdleAction::Delete {
+        if matches!(
+            self.idle_action(),
+            IdleAction::Delete | IdleAction::LeaveGroup
+        ) {
             self.delete_self().await;
             return;
         }
@@ -969,14 +996,26 @@ impl Agent {
         }
     }
 
-    /// `idle_action = "delete"`: delete this instance, unless a result is unacknowledged.
+    /// `idle_action = "delete"` or `"leave-group"`: delete this instance, or have its group
+    /// delete it, unless a result is unacknowledged.
     async fn delete_self(&mut self) {
         let waiting = self.unacknowledged();
-        if !waiting.is_empty() {
-            let note = format!(
+        let leave = self.idle_action() == IdleAction::LeaveGroup;
+        let group = self.created_by.clone().filter(|_| leave);
+        let refusal = if !waiting.is_empty() {
+            Some(format!(
                 "not deleting this instance: results of {} not acknowledged (kept in the state directory)",
                 waiting.join(", ")
-            );
+            ))
+        } else if leave && group.is_none() {
+            Some(format!(
+                "idle_action = \"leave-group\", but this instance has no {CREATED_BY_ATTRIBUTE} \
+                 metadata: not made by a managed instance group"
+            ))
+        } else {
+            None
+        };
+        if let Some(note) = refusal {
             if self.idle_note.as_deref() != Some(note.as_str()) {
                 tracing::warn!("{note}");
                 self.idle_note = Some(note);
@@ -986,22 +1025,34 @@ impl Agent {
             self.idle_since = None;
             return;
         }
+        // No request is taken from here on: one pulled meanwhile goes back to the queue.
+        self.leaving = true;
+        self.update_free();
         let me = self.identity.name.clone();
+        let how = match &group {
+            Some(g) => format!("leaving group {g} (it deletes instance {me})"),
+            None => format!("deleting instance {me}"),
+        };
         let note = format!(
-            "every job is finished, every result acknowledged, idle for {} s: deleting instance {me}",
+            "every job is finished, every result acknowledged, idle for {} s: {how}",
             self.idle_grace()
         );
         tracing::warn!("{note}");
         self.idle_note = Some(note);
         self.publish();
         self.reporter.flush(FINAL_STATUS_WAIT).await;
-        match self.compute.delete_instance(&me).await {
+        let sent = match &group {
+            Some(g) => self.compute.leave_group(g, &me).await,
+            None => self.compute.delete_instance(&me).await,
+        };
+        match sent {
             Ok(_) => self.powered_off = true,
             Err(e) => {
-                let note = format!("cannot delete this instance: {e}");
+                let note = format!("cannot {how}: {e}");
                 tracing::error!("{note}");
                 self.idle_note = Some(note);
                 self.idle_since = None;
+                self.leaving = false;
                 self.publish();
             }
         }

@@ -46,10 +46,12 @@ pub enum Settle {
         /// The result message.
         result: serde_json::Value,
     },
-    /// The agent stopped it: give its messages back.
+    /// The agent stopped it, or takes no more work: give its messages back.
     GiveBack {
-        /// The job.
-        job: String,
+        /// The job (its held messages).
+        job: Option<String>,
+        /// A message the agent did not take.
+        ack_id: Option<String>,
     },
 }
 
@@ -66,21 +68,21 @@ pub async fn run(
     let sub = cfg.subscription.clone();
     let mut held: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut extend = tokio::time::interval(Duration::from_secs((cfg.ack_deadline_secs / 3).max(1)));
-    let mut pulling: Option<tokio::task::JoinHandle<Vec<Received>>> = None;
+    let mut pulling: Option<tokio::task::JoinHandle<Option<Vec<Received>>>> = None;
+    let mut pause = Duration::ZERO;
     let mut pull_failures = 0u32;
     loop {
         let want = *free.borrow();
         if pulling.is_none() && want > 0 && !stop.is_cancelled() {
             let client = client.clone();
             let sub = sub.clone();
-            let pause = pull_pause(pull_failures);
             pulling = Some(tokio::spawn(async move {
                 tokio::time::sleep(pause).await;
                 match client.pull(&sub, want).await {
-                    Ok(got) => got,
+                    Ok(got) => Some(got),
                     Err(e) => {
                         tracing::warn!("{e}");
-                        Vec::new()
+                        None
                     }
                 }
             }));
@@ -92,7 +94,15 @@ pub async fn run(
             },
             got = join(&mut pulling) => {
                 pulling = None;
-                pull_failures = if got.is_empty() { pull_failures.saturating_add(1) } else { 0 };
+                pull_failures = if got.is_none() { pull_failures.saturating_add(1) } else { 0 };
+                let got = got.unwrap_or_default();
+                pause = if pull_failures > 0 {
+                    pull_pause(pull_failures)
+                } else if got.is_empty() && client.pulls_return_at_once() {
+                    EMPTY_PULL_PAUSE
+                } else {
+                    Duration::ZERO
+                };
                 for m in got {
                     tracing::info!(message_id = m.message_id, "request pulled from {sub}");
                     if deliveries.send(m).is_err() {
@@ -132,15 +142,20 @@ pub async fn run(
     }
 }
 
-/// An empty or failed pull makes the next wait a little: at most 5 s.
+/// Failed pulls make the next wait a little longer each: at most 5 s.
 fn pull_pause(failures: u32) -> Duration {
     Duration::from_millis(u64::from(failures.min(10)) * 500)
 }
 
-/// The pull in flight's messages; never for none.
-async fn join(pulling: &mut Option<tokio::task::JoinHandle<Vec<Received>>>) -> Vec<Received> {
+/// The wait after an empty pull that came back at once (the emulator's).
+const EMPTY_PULL_PAUSE: Duration = Duration::from_millis(250);
+
+/// The pull in flight's messages (`None`: it failed); never for no pull.
+async fn join(
+    pulling: &mut Option<tokio::task::JoinHandle<Option<Vec<Received>>>>,
+) -> Option<Vec<Received>> {
     match pulling {
-        Some(p) => p.await.unwrap_or_default(),
+        Some(p) => p.await.ok().flatten(),
         None => std::future::pending().await,
     }
 }
@@ -186,12 +201,18 @@ async fn on_settle(
                 tracing::warn!("cannot acknowledge (the request may be delivered again, and is then answered from the journal): {e}");
             }
         }
-        Settle::GiveBack { job } => {
-            let ids = held.remove(&job).unwrap_or_default();
-            if let Err(e) = client.modify_ack_deadline(sub, &ids, 0).await {
-                tracing::warn!(
-                    "cannot give {job}'s message back (it returns when its lease ends): {e}"
-                );
+        Settle::GiveBack { job, ack_id } => {
+            let mut ids = job
+                .as_ref()
+                .and_then(|j| held.remove(j))
+                .unwrap_or_default();
+            ids.extend(ack_id);
+            match client.modify_ack_deadline(sub, &ids, 0).await {
+                Ok(()) => tracing::info!("gave {} message(s) back to {sub}", ids.len()),
+                Err(e) => tracing::warn!(
+                    "cannot give {} message(s) back (they return when their lease ends): {e}",
+                    ids.len()
+                ),
             }
         }
     }

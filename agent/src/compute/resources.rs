@@ -332,6 +332,48 @@ impl Client {
         )
         .await
     }
+
+    /// `instanceGroupManagers.deleteInstances` (or the regional one) of `group`
+    /// (`projects/P/zones/Z/instanceGroupManagers/G`, `regions/R` for a regional group, as
+    /// the instance's `created-by` metadata names it) on `instance` of this zone: the group
+    /// deletes it and its target size drops by one.
+    ///
+    /// # Errors
+    ///
+    /// `group` is not a group's path, or the request was refused.
+    pub async fn leave_group(
+        &self,
+        group: &str,
+        instance: &str,
+    ) -> Result<Operation, ComputeError> {
+        let what = format!("remove instance {instance} from group {group}");
+        let parts: Vec<&str> = group.trim_matches('/').split('/').collect();
+        let valid = matches!(parts.as_slice(),
+            ["projects", p, "zones" | "regions", l, "instanceGroupManagers", g]
+                if ![p, l, g].iter().any(|x| x.is_empty()));
+        if !valid {
+            return Err(ComputeError::Failed {
+                what,
+                status: None,
+                message: format!(
+                    "'{group}' is not projects/P/zones|regions/L/instanceGroupManagers/G"
+                ),
+                retryable: false,
+            });
+        }
+        let body = json!({
+            "instances": [format!("projects/{}/zones/{}/instances/{instance}", self.project, self.zone)],
+            "skipInstancesOnValidationError": true,
+        });
+        self.start(
+            what,
+            &format!("{}/deleteInstances", group.trim_matches('/')),
+            Some(body),
+            Method::POST,
+            Vec::new(),
+        )
+        .await
+    }
 }
 
 /// A guest attribute, as `instances.getGuestAttributes` lists them.

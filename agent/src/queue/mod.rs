@@ -1,7 +1,8 @@
 //! A Cloud Pub/Sub client (REST `v1` over reqwest, [`crate::gapi`]) for the agent's work queue
 //! and the results topic: `pull` from a subscription (at most as many messages as there are
 //! free job slots), `modifyAckDeadline` (to extend a lease, or `0` to give a message back at
-//! once), `acknowledge`, and `publish` to a topic.
+//! once), `acknowledge`, and `publish` to a topic; for `snapscan submit --wait`, creating and
+//! deleting its own filtered subscription of the results topic.
 //!
 //! Authentication is the VM's own service account ([`Tokens`]); with `PUBSUB_EMULATOR_HOST`
 //! set (the emulator's `host:port`, as Google's client libraries read it) the requests go
@@ -100,7 +101,7 @@ impl QueueConfig {
 }
 
 /// `projects/P/<kind>/N`, with names as Pub/Sub takes them.
-fn check_name(name: &str, kind: &str) -> anyhow::Result<()> {
+pub fn check_name(name: &str, kind: &str) -> anyhow::Result<()> {
     let parts: Vec<&str> = name.split('/').collect();
     let ok = matches!(parts.as_slice(), ["projects", p, k, n]
         if !p.is_empty() && *k == kind && n.len() >= 3 && n.len() <= 255
@@ -177,6 +178,8 @@ pub struct Client {
     tokens: Option<Arc<Tokens>>,
     retry: RetryConfig,
     pull_wait: Duration,
+    /// Pulls return at once (the emulator's, see [`Client::pull`]).
+    immediate: bool,
 }
 
 impl Client {
@@ -198,18 +201,32 @@ impl Client {
             tokens: (!emulator).then_some(tokens),
             retry: cfg.retry.clone(),
             pull_wait,
+            // Plain HTTP: the emulator (or a local stand-in), where a long poll given up on
+            // stays on the server.
+            immediate: emulator || cfg.effective_url().starts_with("http://"),
         })
     }
 
     async fn call(&self, what: &str, path: &str, body: &Value) -> Result<Value, QueueError> {
+        self.send(reqwest::Method::POST, what, path, Some(body))
+            .await
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        what: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, QueueError> {
         let url = format!("{}{path}", self.base);
         let req = gapi::Request {
             api: "Pub/Sub",
             what,
-            method: reqwest::Method::POST,
+            method,
             url: &url,
             query: &[],
-            body: Some(body),
+            body,
         };
         gapi::send(&self.http, self.tokens.as_deref(), &self.retry, req)
             .await
@@ -231,12 +248,18 @@ impl Client {
 
     /// Up to `max` messages of `subscription`; none when none came within `pull_wait_secs`.
     ///
+    /// Against Pub/Sub the pull waits for messages (a long poll over HTTP/2, whose cancellation
+    /// at `pull_wait_secs` reaches the server). The emulator instead keeps a long poll its
+    /// client gave up on for up to 90 s and hands it the next messages (a given-back one too),
+    /// which then sit leased to nobody until their deadline: over plain HTTP (the emulator)
+    /// pulls return at once (`returnImmediately`), and the caller paces them.
+    ///
     /// # Errors
     ///
     /// The pull was refused, or failed on every retry.
     pub async fn pull(&self, subscription: &str, max: usize) -> Result<Vec<Received>, QueueError> {
         let what = format!("pull from {subscription}");
-        let body = json!({ "maxMessages": max.max(1) });
+        let body = json!({ "maxMessages": max.max(1), "returnImmediately": self.immediate });
         let answer = tokio::time::timeout(
             self.pull_wait,
             self.call(&what, &format!("{subscription}:pull"), &body),
@@ -347,6 +370,59 @@ impl Client {
                 message: format!("no message id in the answer: {answer}"),
                 retryable: false,
             })
+    }
+}
+
+impl Client {
+    /// Whether an empty [`Client::pull`] came back at once (the emulator's), so the next one
+    /// should wait a little.
+    #[must_use]
+    pub fn pulls_return_at_once(&self) -> bool {
+        self.immediate
+    }
+
+    /// Create `subscription` on `topic` for the messages `filter` (Pub/Sub's filter syntax)
+    /// lets through; unused for a day, Pub/Sub deletes it.
+    ///
+    /// # Errors
+    ///
+    /// Refused (it exists, no permission), or failed on every retry.
+    pub async fn create_subscription(
+        &self,
+        subscription: &str,
+        topic: &str,
+        filter: &str,
+    ) -> Result<(), QueueError> {
+        let body = json!({
+            "topic": topic,
+            "filter": filter,
+            "ackDeadlineSeconds": 60,
+            "expirationPolicy": {"ttl": "86400s"},
+        });
+        self.send(
+            reqwest::Method::PUT,
+            &format!("create {subscription}"),
+            subscription,
+            Some(&body),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Delete `subscription`.
+    ///
+    /// # Errors
+    ///
+    /// Refused, or failed on every retry.
+    pub async fn delete_subscription(&self, subscription: &str) -> Result<(), QueueError> {
+        self.send(
+            reqwest::Method::DELETE,
+            &format!("delete {subscription}"),
+            subscription,
+            None,
+        )
+        .await
+        .map(drop)
     }
 }
 

@@ -1,4 +1,4 @@
-//! `snapscan launch`: the reference launcher. From a source VM (or disks, or existing
+//! The launchers. `snapscan launch` (here): the reference launcher. From a source VM (or disks, or existing
 //! snapshots) to one scanner VM that does the rest: it snapshots the VM's disks, creates ONE
 //! instance from the scanner image family with the assignments in its metadata, and with
 //! `--wait` follows the VM's guest attributes until every job is final, then prints what each
@@ -16,13 +16,19 @@
 //! (only those) once the jobs are final or when the launch fails. `--dry-run` prints the
 //! requests that change something instead of sending them.
 //!
+//! `snapscan submit` ([`submit`]) is the launcher of a fleet: it publishes the disks as
+//! requests to the fleet's queue instead of creating a VM. Both take what to scan and snapshot
+//! it the same way ([`sources`]).
+//!
 //! Not here: what the scanner VM does with the assignments ([`crate::agent`]), sending
 //! requests ([`crate::compute`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+pub mod sources;
+pub mod submit;
+
+use std::collections::BTreeSet;
 use std::io::IsTerminal as _;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::{json, Value};
@@ -30,10 +36,8 @@ use serde_json::{json, Value};
 use crate::agent::assignments::{self, derived_device_name};
 use crate::agent::{IDLE_ATTRIBUTE, IDLE_GRACE_ATTRIBUTE};
 use crate::cli::{EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE};
-use crate::compute::{self, Client, ComputeConfig, ComputeError, Tokens};
-
-/// The label on everything `launch` creates (its value: the launch's stamp).
-pub const LABEL: &str = "snapscan-launch";
+use crate::compute::{self, Client, ComputeError};
+use sources::{Planned, Seen, Snapshots, SourceArgs, StepContext as _, LABEL};
 
 /// The scope of the scanner VM's service account.
 const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -47,23 +51,9 @@ pub struct LaunchArgs {
     /// The zone of the scanner VM (and, unless `--source-zone`, of what is scanned).
     #[arg(long)]
     pub zone: String,
-    /// Scan this VM: snapshot each of its disks.
-    #[arg(long, value_name = "VM")]
-    pub instance: Option<String>,
-    /// Scan this disk (a name in the source zone, or `projects/P/zones/Z/disks/D`): snapshot
-    /// it. Repeatable.
-    #[arg(long = "disk", value_name = "DISK")]
-    pub disks: Vec<String>,
-    /// Scan this existing snapshot (a name in the source project, or
-    /// `projects/P/global/snapshots/S`). Repeatable.
-    #[arg(long = "snapshot", value_name = "SNAPSHOT")]
-    pub snapshots: Vec<String>,
-    /// The project of `--instance` and `--disk` names. Default: `--project`.
-    #[arg(long)]
-    pub source_project: Option<String>,
-    /// The zone of `--instance` and `--disk` names. Default: `--zone`.
-    #[arg(long)]
-    pub source_zone: Option<String>,
+    /// What to scan.
+    #[command(flatten)]
+    pub sources: SourceArgs,
     /// The scanner VM's name. Default `snapscan-<UTC time>`.
     #[arg(long)]
     pub name: Option<String>,
@@ -115,58 +105,29 @@ pub struct LaunchArgs {
     pub compute_url: String,
 }
 
-/// One disk to scan, as the launch hands it over.
-#[derive(Debug, Clone)]
-struct Planned {
-    /// The assignment id.
-    id: String,
-    /// `projects/P/global/snapshots/S`.
-    snapshot_path: String,
-    /// `S`.
-    snapshot: String,
-    /// Made by this launch (deleted with `--delete-snapshots`).
-    made: bool,
-    source_instance: Option<String>,
-    source_project: String,
-}
-
-/// What `--wait` saw of one job: its guest attribute's value.
-type Seen = BTreeMap<String, Value>;
-
 /// Run `snapscan launch`; returns the exit code.
 pub async fn run(args: LaunchArgs) -> u8 {
     if let Err(e) = check(&args) {
         say!("error: {e}");
         return EXIT_USAGE;
     }
-    let stamp = stamp();
+    let snaps = match Snapshots::new(
+        &args.compute_url,
+        args.dry_run,
+        true,
+        &args.project,
+        &args.zone,
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
     let name = args
         .name
         .clone()
-        .unwrap_or_else(|| format!("snapscan-{stamp}"));
-    let tokens = match Tokens::adc().await {
-        Ok(t) => Arc::new(t),
-        Err(e) if args.dry_run => Arc::new(Tokens::Unavailable(e.to_string())),
-        Err(e) => {
-            say!("error: {e}");
-            return EXIT_FAILURE;
-        }
-    };
-    let cfg = ComputeConfig {
-        url: args.compute_url.clone(),
-        ..ComputeConfig::default()
-    };
-    if let Err(e) = cfg.validate() {
-        say!("error: --compute-url: {e:#}");
-        return EXIT_USAGE;
-    }
-    let launch = Launch {
-        cfg,
-        tokens,
-        stamp,
-        name,
-        args,
-    };
+        .unwrap_or_else(|| format!("snapscan-{}", snaps.stamp));
+    let launch = Launch { snaps, name, args };
     let mut reached = Reached::default();
     let code = match launch.go(&mut reached).await {
         Ok(code) => code,
@@ -180,7 +141,7 @@ pub async fn run(args: LaunchArgs) -> u8 {
     let unneeded = !reached.vm_created || reached.jobs_final;
     if launch.args.delete_snapshots && !launch.args.dry_run {
         if unneeded {
-            launch.delete_snapshots(&reached.planned).await;
+            launch.snaps.delete_made(&reached.planned).await;
         } else if reached.planned.iter().any(|p| p.made) {
             say!("the snapshots are kept: the scanner VM may still need them");
         }
@@ -199,7 +160,7 @@ struct Reached {
 
 /// The command line's problems that no request can fix.
 fn check(args: &LaunchArgs) -> anyhow::Result<()> {
-    if args.instance.is_none() && args.disks.is_empty() && args.snapshots.is_empty() {
+    if args.sources.is_empty() {
         anyhow::bail!("nothing to scan: give --instance, --disk or --snapshot");
     }
     if !args.attach_at_create && args.service_account.is_none() {
@@ -233,59 +194,18 @@ fn gce_name(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
-/// The UTC time as `20261207t010203`, for names.
-fn stamp() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now())
-        .to_string()
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_lowercase())
-        .filter(|c| *c != 'z')
-        .collect()
-}
-
 struct Launch {
-    cfg: ComputeConfig,
-    tokens: Arc<Tokens>,
-    stamp: String,
+    snaps: Snapshots,
     name: String,
     args: LaunchArgs,
 }
 
 impl Launch {
-    /// A client for `project`/`zone`, dry-run if asked.
-    fn client(&self, project: &str, zone: &str) -> anyhow::Result<Client> {
-        let c = Client::with_tokens(&self.cfg, self.tokens.clone(), project, zone)?;
-        Ok(if self.args.dry_run { c.dry_run() } else { c })
-    }
-
-    fn source_project(&self) -> &str {
-        self.args
-            .source_project
-            .as_deref()
-            .unwrap_or(&self.args.project)
-    }
-
-    fn source_zone(&self) -> &str {
-        self.args.source_zone.as_deref().unwrap_or(&self.args.zone)
-    }
-
     /// Snapshot, create the VM, and wait if asked; `reached` says how far it got.
     async fn go(&self, reached: &mut Reached) -> anyhow::Result<u8> {
         let planned = &mut reached.planned;
-        self.take_snapshots(planned).await?;
-        for s in &self.args.snapshots {
-            let (project, snapshot) = snapshot_ref(s, self.source_project())?;
-            planned.push(Planned {
-                id: unique_id(planned, &snapshot),
-                snapshot_path: format!("projects/{project}/global/snapshots/{snapshot}"),
-                snapshot,
-                made: false,
-                source_instance: None,
-                source_project: project,
-            });
-        }
-        let scanner = self.client(&self.args.project, &self.args.zone)?;
+        self.snaps.plan(&self.args.sources, "", planned).await?;
+        let scanner = self.snaps.client(&self.args.project, &self.args.zone)?;
         let body = self.instance_body(planned);
         let op = scanner
             .insert_instance(body)
@@ -329,58 +249,9 @@ impl Launch {
             }
         };
         reached.jobs_final = true;
-        let code = report(planned, &seen);
+        let code = sources::report(planned, &seen);
         self.end_vm(&scanner).await?;
         Ok(code)
-    }
-
-    /// Snapshot the disks of `--instance` and each `--disk`, waiting for each snapshot.
-    async fn take_snapshots(&self, planned: &mut Vec<Planned>) -> anyhow::Result<()> {
-        let mut disks: Vec<(String, String, String, Option<String>)> = Vec::new();
-        if let Some(vm) = &self.args.instance {
-            let source = self.client(self.source_project(), self.source_zone())?;
-            let instance = source
-                .get_instance(vm)
-                .await
-                .context_for(&format!("read the source VM {vm}"))?;
-            for d in &instance.disks {
-                let (project, zone, disk) =
-                    disk_ref(&d.source, self.source_project(), self.source_zone())?;
-                disks.push((project, zone, disk, Some(vm.clone())));
-            }
-            if disks.is_empty() {
-                anyhow::bail!("the source VM {vm} has no disks");
-            }
-        }
-        for d in &self.args.disks {
-            let (project, zone, disk) = disk_ref(d, self.source_project(), self.source_zone())?;
-            disks.push((project, zone, disk, None));
-        }
-        let labels = BTreeMap::from([(LABEL.to_owned(), self.stamp.clone())]);
-        for (project, zone, disk, source_instance) in disks {
-            let snapshot = snapshot_name(&disk, &self.stamp);
-            let client = self.client(&project, &zone)?;
-            let what = format!("snapshot disk {disk} of {project}/{zone}");
-            let op = client
-                .create_snapshot(&disk, &snapshot, &labels)
-                .await
-                .context_for(&what)?;
-            let id = unique_id(planned, &disk);
-            // Known before it is done: a failed wait may still leave a snapshot to clean up.
-            planned.push(Planned {
-                id,
-                snapshot_path: format!("projects/{project}/global/snapshots/{snapshot}"),
-                snapshot: snapshot.clone(),
-                made: true,
-                source_instance,
-                source_project: project.clone(),
-            });
-            client.wait(op).await.context_for(&what)?;
-            if !self.args.dry_run {
-                say!("snapshot {snapshot} of disk {disk} taken");
-            }
-        }
-        Ok(())
     }
 
     /// The `instances.insert` body of the scanner VM.
@@ -422,7 +293,7 @@ impl Launch {
                     "initializeParams": {
                         "diskName": format!("{}-d{i}", self.name.chars().take(58).collect::<String>()),
                         "sourceSnapshot": p.snapshot_path,
-                        "labels": {LABEL: self.stamp},
+                        "labels": {LABEL: self.snaps.stamp},
                     },
                 }));
             } else {
@@ -452,7 +323,7 @@ impl Launch {
         let mut body = json!({
             "name": self.name,
             "machineType": format!("zones/{}/machineTypes/{}", self.args.zone, self.args.machine_type),
-            "labels": {LABEL: self.stamp},
+            "labels": {LABEL: self.snaps.stamp},
             "disks": disks,
             "networkInterfaces": [network],
             "metadata": {"items": [
@@ -500,11 +371,11 @@ impl Launch {
                 let state =
                     |v: Option<&Value>| v.and_then(|v| v["state"].as_str()).map(str::to_owned);
                 if state(seen.get(&a.key)) != state(Some(&value)) && !terminal {
-                    say!("{}: {}", a.key, describe(&value));
+                    say!("{}: {}", a.key, sources::describe(&value));
                 }
                 seen.insert(a.key, value);
             }
-            let finals = seen.values().filter(|v| is_final(v)).count();
+            let finals = seen.values().filter(|v| sources::is_final(v)).count();
             progress.set(format!("{}: {finals}/{} jobs final", self.name, ids.len()));
             if finals == ids.len() {
                 progress.finish();
@@ -556,194 +427,5 @@ impl Launch {
             }
             tokio::time::sleep(Duration::from_secs(self.args.poll_secs)).await;
         }
-    }
-
-    /// Delete the snapshots this launch made; a failure is said, not fatal.
-    async fn delete_snapshots(&self, planned: &[Planned]) {
-        for p in planned.iter().filter(|p| p.made) {
-            let result = async {
-                let client = self.client(&p.source_project, &self.args.zone)?;
-                let op = client.delete_snapshot(&p.snapshot).await?;
-                client.wait(op).await?;
-                anyhow::Ok(())
-            }
-            .await;
-            match result {
-                Ok(()) => say!("snapshot {} deleted", p.snapshot),
-                Err(e) => say!("error: cannot delete snapshot {}: {e:#}", p.snapshot),
-            }
-        }
-    }
-}
-
-/// A job's guest-attribute value in a few words: its state, OS, error.
-fn describe(v: &Value) -> String {
-    let mut line = v["state"].as_str().unwrap_or("?").to_owned();
-    if let Some(os) = v["os"].as_str() {
-        line.push_str(&format!(" ({os})"));
-    }
-    if let Some(e) = v["error"].as_str() {
-        line.push_str(&format!(": {e}"));
-    }
-    line
-}
-
-fn is_final(v: &Value) -> bool {
-    matches!(v["state"].as_str(), Some("done" | "failed" | "cancelled"))
-}
-
-/// Print each job's end; `EXIT_OK` when every one is `done`.
-fn report(planned: &[Planned], seen: &Seen) -> u8 {
-    let mut code = EXIT_OK;
-    for p in planned {
-        let v = seen.get(&p.id).cloned().unwrap_or(Value::Null);
-        println!("{}: {}", p.id, describe(&v));
-        if v["state"] != "done" {
-            code = EXIT_FAILURE;
-        }
-        let r = &v["result"];
-        if !r.is_null() {
-            let outputs: Vec<&str> = r["outputs"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            println!(
-                "  scan {}, {} packages; {} of {} outputs acknowledged by the receiver: {}",
-                r["status"].as_str().unwrap_or("?"),
-                r["packages"],
-                r["acknowledged"],
-                outputs.len(),
-                outputs.join(", ")
-            );
-        }
-    }
-    code
-}
-
-/// `(project, zone, disk)` of a disk name or `projects/P/zones/Z/disks/D` (or its URL).
-fn disk_ref(s: &str, project: &str, zone: &str) -> anyhow::Result<(String, String, String)> {
-    let rel = s.find("projects/").map_or(s, |at| &s[at..]);
-    match rel.split('/').collect::<Vec<_>>().as_slice() {
-        [d] if !d.is_empty() => Ok((project.to_owned(), zone.to_owned(), (*d).to_owned())),
-        ["projects", p, "zones", z, "disks", d] if ![p, z, d].iter().any(|x| x.is_empty()) => {
-            Ok(((*p).to_owned(), (*z).to_owned(), (*d).to_owned()))
-        }
-        _ => anyhow::bail!("'{s}' is neither a disk name nor projects/P/zones/Z/disks/D"),
-    }
-}
-
-/// `(project, snapshot)` of a snapshot name or `projects/P/global/snapshots/S`.
-fn snapshot_ref(s: &str, project: &str) -> anyhow::Result<(String, String)> {
-    let rel = s.find("projects/").map_or(s, |at| &s[at..]);
-    match rel.split('/').collect::<Vec<_>>().as_slice() {
-        [n] if !n.is_empty() => Ok((project.to_owned(), (*n).to_owned())),
-        ["projects", p, "global", "snapshots", n] if !p.is_empty() && !n.is_empty() => {
-            Ok(((*p).to_owned(), (*n).to_owned()))
-        }
-        _ => anyhow::bail!("'{s}' is neither a snapshot name nor projects/P/global/snapshots/S"),
-    }
-}
-
-/// `<disk>-snapscan-<stamp>`, the disk name cut so that it fits 63 characters.
-fn snapshot_name(disk: &str, stamp: &str) -> String {
-    let tail = format!("-snapscan-{stamp}");
-    let mut head: String = disk.chars().take(63 - tail.len()).collect();
-    while head.ends_with('-') {
-        head.pop();
-    }
-    format!("{head}{tail}")
-}
-
-/// An assignment id from `base` not yet taken by `planned` (`-2`, `-3`... when it is).
-fn unique_id(planned: &[Planned], base: &str) -> String {
-    let base: String = base
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(90)
-        .collect();
-    let taken = |id: &str| planned.iter().any(|p| p.id == id);
-    let mut id = base.clone();
-    let mut n = 1;
-    while taken(&id) || !assignments::valid_id(&id) {
-        n += 1;
-        id = format!("{base}-{n}");
-    }
-    id
-}
-
-/// `.context(...)` for Compute errors, naming the step.
-trait StepContext<T> {
-    fn context_for(self, step: &str) -> anyhow::Result<T>;
-}
-
-impl<T> StepContext<T> for Result<T, ComputeError> {
-    fn context_for(self, step: &str) -> anyhow::Result<T> {
-        self.map_err(|e| anyhow::Error::new(e).context(format!("cannot {step}")))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn references_are_parsed() {
-        assert_eq!(
-            disk_ref("web-1", "p", "z").ok(),
-            Some(("p".into(), "z".into(), "web-1".into()))
-        );
-        assert_eq!(
-            disk_ref(
-                "https://compute.googleapis.com/compute/v1/projects/q/zones/y/disks/d",
-                "p",
-                "z"
-            )
-            .ok(),
-            Some(("q".into(), "y".into(), "d".into()))
-        );
-        assert!(disk_ref("projects/q/zones//disks/d", "p", "z").is_err());
-        assert_eq!(
-            snapshot_ref("projects/q/global/snapshots/s", "p").ok(),
-            Some(("q".into(), "s".into()))
-        );
-        assert!(snapshot_ref("a/b", "p").is_err());
-    }
-
-    #[test]
-    fn names_fit() {
-        let stamp = "20261207t010203";
-        let long = "d".repeat(70);
-        let n = snapshot_name(&long, stamp);
-        assert_eq!(n.len(), 63);
-        assert!(gce_name(&n), "{n}");
-        assert!(gce_name(&snapshot_name("web-1-boot", stamp)));
-        assert!(!gce_name("Web"));
-        assert!(!gce_name("1abc"));
-        assert!(!gce_name("abc-"));
-    }
-
-    #[test]
-    fn ids_are_unique_and_valid() {
-        let mut planned = Vec::new();
-        for base in ["web.1", "web.1", "web_1"] {
-            let id = unique_id(&planned, base);
-            assert!(assignments::valid_id(&id), "{id}");
-            planned.push(Planned {
-                id,
-                snapshot_path: String::new(),
-                snapshot: String::new(),
-                made: false,
-                source_instance: None,
-                source_project: String::new(),
-            });
-        }
-        let ids: Vec<&str> = planned.iter().map(|p| p.id.as_str()).collect();
-        assert_eq!(ids, ["web_1", "web_1-2", "web_1-3"]);
     }
 }
