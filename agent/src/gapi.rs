@@ -119,6 +119,7 @@ pub async fn send(
             Some(t) => Some(t.token().await.map_err(Failure::Token)?),
             None => None,
         };
+        tracing::debug!(api = req.api, "{} {}: {}", req.method, req.url, req.what);
         let mut builder = http.request(req.method.clone(), req.url).query(req.query);
         if let Some(token) = &token {
             builder = builder.bearer_auth(token);
