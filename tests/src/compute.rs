@@ -53,6 +53,41 @@ use crate::gce::DiskBus;
 use crate::gce_metadata::{self, Disk as MetadataDisk};
 use crate::server::Background;
 
+/// A scanner VM's fakes for [`gce_metadata::Identity::default`]: its metadata server (the boot
+/// disk only), its disk bus of GCE-style loop devices, and the Compute API of its project and
+/// zone, where the instance is registered.
+pub struct FakeVm {
+    /// The metadata server.
+    pub md: gce_metadata::FakeMetadata,
+    /// The disks the guest sees.
+    pub gce: Arc<Mutex<crate::gce::GceDisks>>,
+    /// The Compute API.
+    pub api: FakeCompute,
+}
+
+impl FakeVm {
+    /// Start them.
+    ///
+    /// # Errors
+    ///
+    /// The disk bus cannot be set up (not root).
+    pub fn start() -> anyhow::Result<FakeVm> {
+        let id = gce_metadata::Identity::default();
+        let zone = id.zone.rsplit('/').next().unwrap_or_default().to_owned();
+        let md = gce_metadata::FakeMetadata::start();
+        md.set_disks(vec![MetadataDisk::boot("persistent-disk-0")]);
+        let gce = Arc::new(Mutex::new(crate::gce::GceDisks::new()?));
+        let api = FakeCompute::start(
+            &id.project,
+            &zone,
+            md.handle(),
+            Arc::clone(&gce) as Arc<Mutex<dyn DiskBus>>,
+        );
+        api.add_instance(&id.name, &id.id.to_string());
+        Ok(FakeVm { md, gce, api })
+    }
+}
+
 /// One request the fake answered.
 #[derive(Debug, Clone)]
 pub struct RequestLog {

@@ -117,6 +117,19 @@ pub fn skip(reason: &str) {
     eprintln!("skipped: {reason}");
 }
 
+/// The number in the environment variable `name` (a benchmark's setting), else `default`.
+///
+/// # Errors
+///
+/// It is set but not a number.
+pub fn env_f64(name: &str, default: f64) -> anyhow::Result<f64> {
+    use anyhow::Context as _;
+    match std::env::var(name) {
+        Ok(v) => v.parse().with_context(|| format!("{name}={v}")),
+        Err(_) => Ok(default),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::process::Command;

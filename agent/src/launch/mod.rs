@@ -139,12 +139,9 @@ pub async fn run(args: LaunchArgs) -> u8 {
     // Only snapshots nothing needs any more: no VM was made, or its jobs are final. A VM left
     // running (timed out, interrupted) still makes its disks from them.
     let unneeded = !reached.vm_created || reached.jobs_final;
-    if launch.args.delete_snapshots && !launch.args.dry_run {
-        if unneeded {
-            launch.snaps.delete_made(&reached.planned).await;
-        } else if reached.planned.iter().any(|p| p.made) {
-            say!("the snapshots are kept: the scanner VM may still need them");
-        }
+    if launch.args.delete_snapshots {
+        let why = "the scanner VM may still need them";
+        launch.snaps.clean_up(&reached.planned, unneeded, why).await;
     }
     code
 }

@@ -220,8 +220,21 @@ impl Snapshots {
         Ok(())
     }
 
+    /// `--delete-snapshots`: delete the snapshots this run made if nothing needs them any more
+    /// (`unneeded`), else say they are kept and `why`.
+    pub async fn clean_up(&self, planned: &[Planned], unneeded: bool, why: &str) {
+        if self.dry_run {
+            return;
+        }
+        if unneeded {
+            self.delete_made(planned).await;
+        } else if planned.iter().any(|p| p.made) {
+            say!("the snapshots are kept: {why}");
+        }
+    }
+
     /// Delete the snapshots this run made; a failure is said, not fatal.
-    pub async fn delete_made(&self, planned: &[Planned]) {
+    async fn delete_made(&self, planned: &[Planned]) {
         for p in planned.iter().filter(|p| p.made) {
             let result = async {
                 let client = self.client(&p.source_project, &self.zone)?;

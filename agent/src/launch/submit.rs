@@ -124,12 +124,10 @@ pub async fn run(args: SubmitArgs) -> u8 {
         }
     }
     // Only snapshots no request needs any more: none was published, or each has its result.
-    if submit.args.delete_snapshots && !submit.args.dry_run {
-        if !reached.published || reached.answered {
-            submit.snaps.delete_made(&reached.planned).await;
-        } else if reached.planned.iter().any(|p| p.made) {
-            say!("the snapshots are kept: requests without a result may still need them");
-        }
+    if submit.args.delete_snapshots {
+        let unneeded = !reached.published || reached.answered;
+        let why = "requests without a result may still need them";
+        submit.snaps.clean_up(&reached.planned, unneeded, why).await;
     }
     code
 }

@@ -13,14 +13,14 @@
 //! same disk (the floor), and its CPU time and peak RSS. `RUNS` (default 3) runs.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use snapscan_tests::compute::FakeCompute;
-use snapscan_tests::gce::{DiskBus, GceDisks};
-use snapscan_tests::gce_metadata::{Disk, FakeMetadata, Identity};
+use snapscan_tests::compute::FakeVm;
+use snapscan_tests::gce::GceDisks;
+use snapscan_tests::gce_metadata::Identity;
 use snapscan_tests::images;
 use snapscan_tests::oauth::FakeOauth;
 use snapscan_tests::qflow::FakeQflow;
@@ -40,23 +40,6 @@ const GCE_DELAYS: [(&str, f64); 8] = [
 
 const TOKEN: &str = "bench-launch-token";
 
-fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn env_f64(name: &str, default: f64) -> anyhow::Result<f64> {
-    match std::env::var(name) {
-        Ok(v) => v.parse().with_context(|| format!("{name}={v}")),
-        Err(_) => Ok(default),
-    }
-}
-
 struct Figures {
     created: Duration,
     agent_to_ack: Duration,
@@ -66,15 +49,15 @@ struct Figures {
     rss_kib: u64,
 }
 
-fn run() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let bin = PathBuf::from(
         std::env::args()
             .nth(1)
             .context("usage: bench-launch SNAPSCAN_BIN")?,
     );
-    let scale = env_f64("DELAY_SCALE", 1.0)?;
-    let boot = Duration::from_secs_f64(env_f64("BOOT_SECS", 25.0)?);
-    let runs = env_f64("RUNS", 3.0)? as usize;
+    let scale = snapscan_tests::env_f64("DELAY_SCALE", 1.0)?;
+    let boot = Duration::from_secs_f64(snapscan_tests::env_f64("BOOT_SECS", 25.0)?);
+    let runs = snapscan_tests::env_f64("RUNS", 3.0)? as usize;
     let image = images::image("debian-ext4-gpt")?;
     let delays: Vec<(&str, Duration)> = GCE_DELAYS
         .iter()
@@ -149,15 +132,9 @@ fn once(
     let dir = tempfile::tempdir()?;
     let id = Identity::default();
     let zone = id.zone.rsplit('/').next().unwrap_or_default().to_owned();
-    let md = FakeMetadata::start();
-    md.set_disks(vec![Disk::boot("persistent-disk-0")]);
-    let gce = Arc::new(Mutex::new(GceDisks::new()?));
-    let api = FakeCompute::start(
-        &id.project,
-        &zone,
-        md.handle(),
-        Arc::clone(&gce) as Arc<Mutex<dyn DiskBus>>,
-    );
+    let FakeVm { md, gce, api } = FakeVm::start()?;
+    // The scanner VM does not exist before the launch creates it.
+    api.remove_instance(&id.name);
     for (call, d) in delays {
         api.set_call_delay(call, *d);
     }

@@ -14,15 +14,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
-use snapscan_tests::compute::FakeCompute;
-use snapscan_tests::gce::{DiskBus, GceDisks};
-use snapscan_tests::gce_metadata::{Disk, FakeMetadata, Identity};
+use snapscan_tests::compute::{FakeCompute, FakeVm};
+use snapscan_tests::gce::GceDisks;
+use snapscan_tests::gce_metadata::FakeMetadata;
 use snapscan_tests::images;
 use snapscan_tests::pubsub::Emulator;
 use snapscan_tests::qflow::FakeQflow;
@@ -38,23 +38,6 @@ const GCE_DELAYS: [(&str, f64); 4] = [
 const FIXTURES: [&str; 2] = ["debian-ext4-gpt", "debian-lvm"];
 
 const TOKEN: &str = "bench-queue-token";
-
-fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn env_f64(name: &str, default: f64) -> anyhow::Result<f64> {
-    match std::env::var(name) {
-        Ok(v) => v.parse().with_context(|| format!("{name}={v}")),
-        Err(_) => Ok(default),
-    }
-}
 
 /// One agent with its fake VM.
 struct Vm {
@@ -73,18 +56,7 @@ impl Vm {
         queue: &str,
     ) -> anyhow::Result<Vm> {
         let dir = tempfile::tempdir()?;
-        let id = Identity::default();
-        let zone = id.zone.rsplit('/').next().unwrap_or_default().to_owned();
-        let md = FakeMetadata::start();
-        md.set_disks(vec![Disk::boot("persistent-disk-0")]);
-        let gce = Arc::new(Mutex::new(GceDisks::new()?));
-        let api = FakeCompute::start(
-            &id.project,
-            &zone,
-            md.handle(),
-            Arc::clone(&gce) as Arc<Mutex<dyn DiskBus>>,
-        );
-        api.add_instance(&id.name, &id.id.to_string());
+        let FakeVm { md, gce, api } = FakeVm::start()?;
         for (call, d) in delays {
             api.set_call_delay(call, *d);
         }
@@ -189,14 +161,14 @@ struct Figures {
     compute_per_job: f64,
 }
 
-fn run() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let bin = PathBuf::from(
         std::env::args()
             .nth(1)
             .context("usage: bench-queue SNAPSCAN_BIN")?,
     );
-    let scale = env_f64("DELAY_SCALE", 0.25)?;
-    let requests = env_f64("REQUESTS", 12.0)? as usize;
+    let scale = snapscan_tests::env_f64("DELAY_SCALE", 0.25)?;
+    let requests = snapscan_tests::env_f64("REQUESTS", 12.0)? as usize;
     let delays: Vec<(&str, Duration)> = GCE_DELAYS
         .iter()
         .map(|(c, s)| (*c, Duration::from_secs_f64(s * scale)))

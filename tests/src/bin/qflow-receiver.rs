@@ -5,24 +5,13 @@
 //! (files go to a temporary directory under `$TMPDIR`). It injects no faults.
 
 use std::io::Write;
-use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use snapscan_tests::qflow::{FakeQflow, Options};
 
 const USAGE: &str = "usage: qflow-receiver [--token TOKEN] [--port PORT] [--keep-files]";
 
-fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let mut token = std::env::var("QFLOW_TOKEN").ok();
     let mut options = Options {
         port: 0,
