@@ -1,5 +1,6 @@
 //! The README's GCP recipes are safe to copy: a scanner VM (or template) gets no Google
-//! credentials, the assignment snippet appends to the list a running agent works from (run here
+//! credentials or only a dedicated `snapscan-*` account the README creates (never the project's
+//! default one), the assignment snippet appends to the list a running agent works from (run here
 //! with `jq` against a stand-in `gcloud` that serves and records instance metadata), and every
 //! disk a recipe creates, it also deletes.
 //!
@@ -26,7 +27,7 @@ fn shell_blocks(text: &str) -> Vec<String> {
 }
 
 #[test]
-fn scanner_vms_get_no_google_credentials() {
+fn scanner_vms_get_no_credentials_or_a_dedicated_account() {
     let blocks = shell_blocks(&readme());
     let mut creates: Vec<&str> = Vec::new();
     for block in &blocks {
@@ -43,12 +44,28 @@ fn scanner_vms_get_no_google_credentials() {
         .collect();
     creates.extend(inline);
     assert!(!creates.is_empty(), "the README creates no scanner VM");
+    let readme = readme();
     for create in creates {
+        if create.contains("--no-service-account") && create.contains("--no-scopes") {
+            assert!(!create.contains("cloud-platform"), "{create}");
+            continue;
+        }
+        // With credentials (a fleet's instances pull work and make their disks): only a
+        // dedicated account the README creates, never the project's default one.
+        let account = create
+            .split("--service-account=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("a scanner VM with the default account: {create}"));
+        let name = account.trim_start_matches('$');
+        let created = readme.lines().any(|l| {
+            l.contains(&format!("{name}=snapscan-"))
+                && readme.contains("gcloud iam service-accounts create snapscan-")
+        });
         assert!(
-            create.contains("--no-service-account") && create.contains("--no-scopes"),
-            "a scanner VM with Google credentials: {create}"
+            created,
+            "scanner VM account {account} is not a snapscan account the README creates: {create}"
         );
-        assert!(!create.contains("cloud-platform"), "{create}");
     }
 }
 
