@@ -3,6 +3,7 @@
 //! Fixtures are real disk images made by real Debian tools (mkfs.*, sgdisk, sfdisk, cryptsetup,
 //! LVM, debootstrap) and cached under [`cache_dir`], so a second run costs nothing.
 
+pub mod agent;
 pub mod compute;
 pub mod expect;
 pub mod gce;
