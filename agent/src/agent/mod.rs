@@ -530,16 +530,19 @@ impl Agent {
             });
             return;
         }
+        // A message answered without a job of its own (refused, or finished before).
+        let answer = |result| {
+            let _ = settle.send(queue::Settle::Finish {
+                job: None,
+                ack_id: Some(m.ack_id.clone()),
+                result,
+            });
+        };
         let a = match queue::parse_request(m, &|name| self.check_scanner(name)) {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(message_id = m.message_id, "bad request from the queue: {e}");
-                let result = queue::refusal_json(m, &e, &self.identity.name);
-                let _ = settle.send(queue::Settle::Finish {
-                    job: None,
-                    ack_id: Some(m.ack_id.clone()),
-                    result,
-                });
+                answer(queue::refusal_json(m, &e, &self.identity.name));
                 return;
             }
         };
@@ -561,7 +564,7 @@ impl Agent {
                     job_id = j.id(),
                     "request delivered again after its job ended"
                 );
-                let result = if j.queued {
+                answer(if j.queued {
                     queue::result_json(j, &self.identity.name)
                 } else {
                     queue::refusal_json(
@@ -569,20 +572,11 @@ impl Agent {
                         &format!("job id '{id}' is a metadata assignment's"),
                         &self.identity.name,
                     )
-                };
-                let _ = settle.send(queue::Settle::Finish {
-                    job: None,
-                    ack_id: Some(m.ack_id.clone()),
-                    result,
                 });
             }
             Some(j) if !j.queued && !j.state.is_final() => {
                 let e = format!("job id '{id}' is a metadata assignment's");
-                let _ = settle.send(queue::Settle::Finish {
-                    job: None,
-                    ack_id: Some(m.ack_id.clone()),
-                    result: queue::refusal_json(m, &e, &self.identity.name),
-                });
+                answer(queue::refusal_json(m, &e, &self.identity.name));
             }
             _ => {
                 let mut j = Journal::new(a);
@@ -1029,12 +1023,18 @@ impl Agent {
         self.leaving = true;
         self.update_free();
         let me = self.identity.name.clone();
-        let how = match &group {
-            Some(g) => format!("leaving group {g} (it deletes instance {me})"),
-            None => format!("deleting instance {me}"),
+        let (doing, what) = match &group {
+            Some(g) => (
+                format!("leaving group {g} (it deletes instance {me})"),
+                format!("leave group {g}"),
+            ),
+            None => (
+                format!("deleting instance {me}"),
+                "delete this instance".to_owned(),
+            ),
         };
         let note = format!(
-            "every job is finished, every result acknowledged, idle for {} s: {how}",
+            "every job is finished, every result acknowledged, idle for {} s: {doing}",
             self.idle_grace()
         );
         tracing::warn!("{note}");
@@ -1048,7 +1048,7 @@ impl Agent {
         match sent {
             Ok(_) => self.powered_off = true,
             Err(e) => {
-                let note = format!("cannot {how}: {e}");
+                let note = format!("cannot {what}: {e}");
                 tracing::error!("{note}");
                 self.idle_note = Some(note);
                 self.idle_since = None;

@@ -174,11 +174,7 @@ async fn on_settle(
             ack_id,
             result,
         } => {
-            let mut ids: Vec<String> = job
-                .as_ref()
-                .and_then(|j| held.remove(j))
-                .unwrap_or_default();
-            ids.extend(ack_id);
+            let ids = take(held, job.as_deref(), ack_id);
             if !cfg.results_topic.is_empty() {
                 let data = result.to_string();
                 let attrs = result["request_id"]
@@ -202,11 +198,7 @@ async fn on_settle(
             }
         }
         Settle::GiveBack { job, ack_id } => {
-            let mut ids = job
-                .as_ref()
-                .and_then(|j| held.remove(j))
-                .unwrap_or_default();
-            ids.extend(ack_id);
+            let ids = take(held, job.as_deref(), ack_id);
             match client.modify_ack_deadline(sub, &ids, 0).await {
                 Ok(()) => tracing::info!("gave {} message(s) back to {sub}", ids.len()),
                 Err(e) => tracing::warn!(
@@ -216,6 +208,17 @@ async fn on_settle(
             }
         }
     }
+}
+
+/// The messages held for `job` (no longer held), and `ack_id`.
+fn take(
+    held: &mut BTreeMap<String, Vec<String>>,
+    job: Option<&str>,
+    ack_id: Option<String>,
+) -> Vec<String> {
+    let mut ids = job.and_then(|j| held.remove(j)).unwrap_or_default();
+    ids.extend(ack_id);
+    ids
 }
 
 /// The assignment a message asks for: its data is one assignment object with a `source` (a

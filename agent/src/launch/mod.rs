@@ -1,5 +1,5 @@
-//! The launchers. `snapscan launch` (here): the reference launcher. From a source VM (or disks, or existing
-//! snapshots) to one scanner VM that does the rest: it snapshots the VM's disks, creates ONE
+//! The launchers. `snapscan launch` (here): the reference launcher. From a source VM (or
+//! disks, or existing snapshots) to one scanner VM that does the rest: it snapshots the VM's disks, creates ONE
 //! instance from the scanner image family with the assignments in its metadata, and with
 //! `--wait` follows the VM's guest attributes until every job is final, then prints what each
 //! found and where its results went.

@@ -46,7 +46,13 @@ impl SourceArgs {
     /// Nothing named.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.instance.is_none() && self.disks.is_empty() && self.snapshots.is_empty()
+        !self.takes_snapshots() && self.snapshots.is_empty()
+    }
+
+    /// Disks named (`--instance`, `--disk`): they are snapshotted.
+    #[must_use]
+    pub fn takes_snapshots(&self) -> bool {
+        self.instance.is_some() || !self.disks.is_empty()
     }
 }
 

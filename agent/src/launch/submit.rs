@@ -72,12 +72,10 @@ pub async fn run(args: SubmitArgs) -> u8 {
         say!("error: {e}");
         return EXIT_USAGE;
     }
-    let emulator = std::env::var(queue::EMULATOR_ENV).is_ok_and(|h| !h.trim().is_empty());
-    let snapshotting = args.sources.instance.is_some() || !args.sources.disks.is_empty();
     let snaps = match Snapshots::new(
         &args.compute_url,
         args.dry_run,
-        snapshotting || !emulator,
+        args.sources.takes_snapshots() || queue::emulator_host().is_none(),
         &args.project,
         &args.zone,
     )
@@ -154,8 +152,8 @@ fn check(args: &SubmitArgs) -> anyhow::Result<()> {
     if let Some(t) = &args.results_topic {
         queue::check_name(t, "topics").map_err(|e| anyhow::anyhow!("--results-topic: {e}"))?;
     }
-    let snapshotting = args.sources.instance.is_some() || !args.sources.disks.is_empty();
-    if snapshotting && args.zone.is_empty() && args.sources.source_zone.is_none() {
+    if args.sources.takes_snapshots() && args.zone.is_empty() && args.sources.source_zone.is_none()
+    {
         anyhow::bail!("--instance and --disk need --zone (or --source-zone)");
     }
     if args.timeout_secs == 0 {

@@ -93,11 +93,20 @@ impl QueueConfig {
     /// The URL in use: the emulator's when `PUBSUB_EMULATOR_HOST` is set, else `url`.
     #[must_use]
     pub fn effective_url(&self) -> String {
-        match std::env::var(EMULATOR_ENV) {
-            Ok(host) if !host.trim().is_empty() => format!("http://{}/v1", host.trim()),
-            _ => self.url.clone(),
+        match emulator_host() {
+            Some(host) => format!("http://{host}/v1"),
+            None => self.url.clone(),
         }
     }
+}
+
+/// The emulator's `host:port` (`PUBSUB_EMULATOR_HOST`), if set.
+#[must_use]
+pub fn emulator_host() -> Option<String> {
+    std::env::var(EMULATOR_ENV)
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
 }
 
 /// `projects/P/<kind>/N`, with names as Pub/Sub takes them.
@@ -189,7 +198,7 @@ impl Client {
     ///
     /// The HTTP client cannot be built.
     pub fn new(cfg: &QueueConfig, tokens: Arc<Tokens>) -> anyhow::Result<Client> {
-        let emulator = std::env::var(EMULATOR_ENV).is_ok_and(|h| !h.trim().is_empty());
+        let url = cfg.effective_url();
         let pull_wait = Duration::from_secs(cfg.pull_wait_secs.max(1));
         let http = reqwest::Client::builder()
             .timeout(pull_wait + Duration::from_secs(30))
@@ -197,13 +206,13 @@ impl Client {
             .build()?;
         Ok(Client {
             http,
-            base: format!("{}/", cfg.effective_url().trim_end_matches('/')),
-            tokens: (!emulator).then_some(tokens),
+            base: format!("{}/", url.trim_end_matches('/')),
+            tokens: emulator_host().is_none().then_some(tokens),
             retry: cfg.retry.clone(),
             pull_wait,
             // Plain HTTP: the emulator (or a local stand-in), where a long poll given up on
             // stays on the server.
-            immediate: emulator || cfg.effective_url().starts_with("http://"),
+            immediate: url.starts_with("http://"),
         })
     }
 

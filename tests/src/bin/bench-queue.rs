@@ -342,11 +342,7 @@ fn assigned(bin: &Path, requests: usize, delays: &[(&str, Duration)]) -> anyhow:
 
 /// Every job stored exactly once.
 fn check_stored(q: &FakeQflow, requests: usize) -> anyhow::Result<()> {
-    let mut by: BTreeMap<String, usize> = BTreeMap::new();
-    for s in q.stored() {
-        *by.entry(s.fields.get("job_id").cloned().unwrap_or_default())
-            .or_insert(0) += 1;
-    }
+    let by = snapscan_tests::agent::stored_by_job(q);
     if by.len() != requests || by.values().any(|n| *n != 1) {
         bail!("stored: {by:?}");
     }
