@@ -5,11 +5,9 @@
 //! [`super::Rooted`], which does the in-volume resolution. It does not replay the journal: a
 //! crash-consistent snapshot is read as it is on disk.
 
-use ext4_view::{Ext4, Ext4Error, FileType as ExtType, PathBuf};
-use std::io::Read;
-
 use super::{DirEntry, FileType, FsError, Metadata, Rooted, Tree};
 use crate::disk::reader::Volume;
+use ext4_view::{Ext4, Ext4Error, FileType as ExtType, PathBuf};
 
 /// An opened ext2/3/4 filesystem.
 pub struct Ext4Tree {
@@ -81,13 +79,16 @@ impl Tree for Ext4Tree {
         Ok(target.as_ref().to_vec())
     }
 
-    fn read(&self, node: &PathBuf, max: u64, path: &str) -> Result<Vec<u8>, FsError> {
-        let file = self.fs.open(node).map_err(|e| map_err(e, path))?;
-        let mut data = Vec::new();
-        file.take(max)
-            .read_to_end(&mut data)
-            .map_err(|e| FsError::Io(format!("{path}: {e}")))?;
-        Ok(data)
+    fn read_at(
+        &self,
+        node: &PathBuf,
+        offset: u64,
+        buf: &mut [u8],
+        path: &str,
+    ) -> Result<usize, FsError> {
+        let mut file = self.fs.open(node).map_err(|e| map_err(e, path))?;
+        file.seek_to(offset).map_err(|e| map_err(e, path))?;
+        super::fill(buf, |b| file.read_bytes(b).map_err(|e| map_err(e, path)))
     }
 
     fn list(&self, node: &PathBuf, path: &str) -> Result<Vec<DirEntry>, FsError> {

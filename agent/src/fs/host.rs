@@ -12,9 +12,9 @@
 //! parsers).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
@@ -102,7 +102,13 @@ impl Tree for HostTree {
         Ok(target.as_os_str().as_bytes().to_vec())
     }
 
-    fn read(&self, node: &PathBuf, max: u64, path: &str) -> Result<Vec<u8>, FsError> {
+    fn read_at(
+        &self,
+        node: &PathBuf,
+        offset: u64,
+        buf: &mut [u8],
+        path: &str,
+    ) -> Result<usize, FsError> {
         let file: File = OpenOptions::new()
             .read(true)
             // No symlink (Rooted resolved them) and no blocking on a FIFO put in its place.
@@ -113,12 +119,12 @@ impl Tree for HostTree {
         if !md.is_file() {
             return Err(FsError::NotFound(path.to_owned()));
         }
-        let mut data = Vec::new();
-        // At most `max` bytes, whatever the file claims or grows to.
-        file.take(max)
-            .read_to_end(&mut data)
-            .map_err(|e| map_err(&e, path))?;
-        Ok(data)
+        let mut at = offset;
+        super::fill(buf, |b| {
+            let n = file.read_at(b, at).map_err(|e| map_err(&e, path))?;
+            at = at.saturating_add(n as u64);
+            Ok(n)
+        })
     }
 
     fn list(&self, node: &PathBuf, path: &str) -> Result<Vec<DirEntry>, FsError> {

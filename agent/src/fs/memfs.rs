@@ -1,7 +1,7 @@
 //! Test doubles for unit tests of resolution, detection and inventory: an in-memory [`Tree`],
 //! a [`RootFs`] wrapper that fails on one path, and reproducible pseudo-random bytes.
 
-use super::{DirEntry, FileType, FsError, Metadata, RootFs, Tree};
+use super::{DirEntry, FileAt, FileType, FsError, Metadata, RootFs, Tree};
 
 #[derive(Debug, Clone)]
 enum Node {
@@ -111,9 +111,23 @@ impl Tree for MemTree {
         }
     }
 
-    fn read(&self, node: &usize, max: u64, path: &str) -> Result<Vec<u8>, FsError> {
+    fn read_at(
+        &self,
+        node: &usize,
+        offset: u64,
+        buf: &mut [u8],
+        path: &str,
+    ) -> Result<usize, FsError> {
         match &self.nodes[*node] {
-            Node::File(d) => Ok(d[..d.len().min(max as usize)].to_vec()),
+            Node::File(d) => {
+                let rest = usize::try_from(offset)
+                    .ok()
+                    .and_then(|o| d.get(o..))
+                    .unwrap_or_default();
+                let n = rest.len().min(buf.len());
+                buf[..n].copy_from_slice(&rest[..n]);
+                Ok(n)
+            }
             _ => Err(FsError::IsADirectory(path.to_owned())),
         }
     }
@@ -177,6 +191,10 @@ impl<F: RootFs> RootFs for Failing<F> {
     fn read_link(&self, path: &str) -> Result<String, FsError> {
         self.check(path)?;
         self.inner.read_link(path)
+    }
+    fn open(&self, path: &str) -> Result<Box<dyn FileAt + '_>, FsError> {
+        self.check(path)?;
+        self.inner.open(path)
     }
 }
 

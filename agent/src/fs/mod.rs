@@ -179,6 +179,9 @@ pub trait RootFs {
     fn symlink_metadata(&self, path: &str) -> Result<Metadata, FsError>;
     /// The target of a symlink, as stored.
     fn read_link(&self, path: &str) -> Result<String, FsError>;
+    /// Open a regular file (following symlinks) for positioned reads: the path is resolved once,
+    /// so a reader that wants a few pages of a large file (a registry hive) reads only those.
+    fn open(&self, path: &str) -> Result<Box<dyn FileAt + '_>, FsError>;
 
     /// Whether `path` exists (following symlinks); errors other than "not found" count as absent.
     fn exists(&self, path: &str) -> bool {
@@ -193,6 +196,37 @@ pub trait RootFs {
             .map(|b| String::from_utf8_lossy(&b).into_owned())
     }
 }
+
+/// A regular file opened with [`RootFs::open`], read at any offset.
+pub trait FileAt {
+    /// The file's size in bytes.
+    fn len(&self) -> u64;
+    /// Read at most `buf.len()` bytes at `offset`; fewer only at the end of the file (0 at or
+    /// past it).
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, FsError>;
+
+    /// Whether the file is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Fill `buf` from `offset`; reading past the end is [`FsError::Corrupt`] (the caller
+    /// trusted an offset from the file's own contents).
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), FsError> {
+        let n = self.read_at(offset, buf)?;
+        if n < buf.len() {
+            return Err(FsError::Corrupt(format!(
+                "read of {} bytes at offset {offset:#x} is past the end of a {}-byte file",
+                buf.len(),
+                self.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Bytes read per call when a whole file (or a prefix) is read through [`Tree::read_at`].
+const READ_CHUNK: usize = 1 << 20;
 
 /// A filesystem backend that [`Rooted`] resolves paths over. It only looks up single names in
 /// directories; it never follows symlinks and never sees `.` or `..`.
@@ -212,8 +246,14 @@ pub trait Tree {
     fn stat(&self, node: &Self::Node, path: &str) -> Result<Metadata, FsError>;
     /// A symlink's target.
     fn read_link(&self, node: &Self::Node, path: &str) -> Result<Vec<u8>, FsError>;
-    /// Up to `max` bytes from the start of a regular file.
-    fn read(&self, node: &Self::Node, max: u64, path: &str) -> Result<Vec<u8>, FsError>;
+    /// At most `buf.len()` bytes of a regular file at `offset`; fewer only at its end.
+    fn read_at(
+        &self,
+        node: &Self::Node,
+        offset: u64,
+        buf: &mut [u8],
+        path: &str,
+    ) -> Result<usize, FsError>;
     /// The entries of a directory.
     fn list(&self, node: &Self::Node, path: &str) -> Result<Vec<DirEntry>, FsError>;
 }
@@ -263,13 +303,69 @@ impl<T: Tree> Rooted<T> {
         Ok(stack.pop().unwrap_or((root, root_md)))
     }
 
-    fn read_limited(&self, path: &str, max: u64) -> Result<(Vec<u8>, u64), FsError> {
+    /// Resolve `path` to a regular file.
+    fn file(&self, path: &str) -> Result<(T::Node, Metadata), FsError> {
         let (node, md) = self.resolve(path, true)?;
         match md.file_type {
-            FileType::File => Ok((self.0.read(&node, max, path)?, md.len)),
+            FileType::File => Ok((node, md)),
             FileType::Dir => Err(FsError::IsADirectory(path.to_owned())),
             _ => Err(FsError::NotFound(path.to_owned())),
         }
+    }
+
+    /// Up to `max` bytes from the start of a resolved file, whatever its size claims.
+    fn read_node(&self, node: &T::Node, max: u64, path: &str) -> Result<Vec<u8>, FsError> {
+        let mut data = Vec::new();
+        let mut chunk = vec![0; READ_CHUNK];
+        loop {
+            let at = data.len() as u64;
+            let want = usize::try_from(max.saturating_sub(at))
+                .unwrap_or(usize::MAX)
+                .min(READ_CHUNK);
+            if want == 0 {
+                return Ok(data);
+            }
+            let buf = chunk.get_mut(..want).unwrap_or_default();
+            let n = self.0.read_at(node, at, buf, path)?;
+            data.extend_from_slice(buf.get(..n).unwrap_or_default());
+            if n < want {
+                return Ok(data);
+            }
+        }
+    }
+}
+
+/// Fill `buf` by calling `read` (a stream read: a short count is not the end) until it is full or
+/// `read` returns 0; the bytes filled. For backends whose reads stop at block boundaries.
+fn fill(
+    buf: &mut [u8],
+    mut read: impl FnMut(&mut [u8]) -> Result<usize, FsError>,
+) -> Result<usize, FsError> {
+    let mut done = 0;
+    while let Some(rest) = buf.get_mut(done..).filter(|r| !r.is_empty()) {
+        match read(rest)? {
+            0 => break,
+            n => done = done.saturating_add(n),
+        }
+    }
+    Ok(done)
+}
+
+/// A file of a [`Rooted`] tree, resolved once.
+struct NodeFile<'a, T: Tree> {
+    tree: &'a T,
+    node: T::Node,
+    len: u64,
+    path: String,
+}
+
+impl<T: Tree> FileAt for NodeFile<'_, T> {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, FsError> {
+        self.tree.read_at(&self.node, offset, buf, &self.path)
     }
 }
 
@@ -289,14 +385,15 @@ impl<T: Tree> RootFs for Rooted<T> {
                 len: md.len,
                 limit,
             }),
-            FileType::File => self.0.read(&node, limit, path),
+            FileType::File => self.read_node(&node, limit, path),
             FileType::Dir => Err(FsError::IsADirectory(path.to_owned())),
             _ => Err(FsError::NotFound(path.to_owned())),
         }
     }
 
     fn read_prefix(&self, path: &str, len: u64) -> Result<Vec<u8>, FsError> {
-        self.read_limited(path, len).map(|(data, _)| data)
+        let (node, _) = self.file(path)?;
+        self.read_node(&node, len, path)
     }
 
     fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>, FsError> {
@@ -321,6 +418,16 @@ impl<T: Tree> RootFs for Rooted<T> {
             return Err(FsError::NotASymlink(path.to_owned()));
         }
         Ok(String::from_utf8_lossy(&self.0.read_link(&node, path)?).into_owned())
+    }
+
+    fn open(&self, path: &str) -> Result<Box<dyn FileAt + '_>, FsError> {
+        let (node, md) = self.file(path)?;
+        Ok(Box::new(NodeFile {
+            tree: &self.0,
+            node,
+            len: md.len,
+            path: path.to_owned(),
+        }))
     }
 }
 
@@ -455,5 +562,27 @@ mod tests {
             .map(|e| e.name)
             .collect();
         assert_eq!(names, ["ls"]);
+    }
+
+    #[test]
+    fn positioned_reads() {
+        let fs = Rooted(
+            MemTree::default()
+                .file("/big", "0123456789")
+                .symlink("/l", "big"),
+        );
+        let f = fs.open("/l").expect("open through a link");
+        assert_eq!(f.len(), 10);
+        let mut buf = [0u8; 4];
+        assert_eq!(f.read_at(8, &mut buf), Ok(2), "short only at the end");
+        assert_eq!(&buf[..2], b"89");
+        assert_eq!(f.read_at(10, &mut buf), Ok(0));
+        assert_eq!(f.read_exact_at(3, &mut buf), Ok(()));
+        assert_eq!(&buf, b"3456");
+        assert_eq!(
+            f.read_exact_at(7, &mut buf).map_err(|e| e.kind()),
+            Err("corrupt")
+        );
+        assert_eq!(fs.open("/").err().map(|e| e.kind()), Some("is_a_directory"));
     }
 }

@@ -8,7 +8,7 @@
 //! files' plain text, or the journal (`$LogFile`).
 
 use std::cell::RefCell;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 
 use ntfs::indexes::NtfsFileNameIndex;
 use ntfs::structured_values::{NtfsFileAttributeFlags, NtfsFileNamespace};
@@ -122,22 +122,33 @@ impl Tree for NtfsTree {
         Err(FsError::NotASymlink(path.to_owned()))
     }
 
-    fn read(&self, node: &u64, max: u64, path: &str) -> Result<Vec<u8>, FsError> {
+    fn read_at(
+        &self,
+        node: &u64,
+        offset: u64,
+        buf: &mut [u8],
+        path: &str,
+    ) -> Result<usize, FsError> {
         let file = self.file(*node, path)?;
         let mut io = self.io.borrow_mut();
         let Some(item) = file.data(&mut *io, "") else {
-            return Ok(Vec::new());
+            return Ok(0);
         };
         let item = item.map_err(|e| map_err(e, path))?;
         let attr = item.to_attribute().map_err(|e| map_err(e, path))?;
         let value = attr.value(&mut *io).map_err(|e| map_err(e, path))?;
-        let mut data = Vec::new();
+        if offset >= value.len() {
+            return Ok(0);
+        }
+        let mut value = value.attach(&mut *io);
         value
-            .attach(&mut *io)
-            .take(max)
-            .read_to_end(&mut data)
+            .seek(SeekFrom::Start(offset))
             .map_err(|e| FsError::Io(format!("{path}: {e}")))?;
-        Ok(data)
+        super::fill(buf, |b| {
+            value
+                .read(b)
+                .map_err(|e| FsError::Io(format!("{path}: {e}")))
+        })
     }
 
     fn list(&self, node: &u64, path: &str) -> Result<Vec<DirEntry>, FsError> {
