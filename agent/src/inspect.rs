@@ -3,12 +3,12 @@
 //! [`inspect`] opens a disk image or block device read-only and hands it to [`enumerate`], which
 //! reads the partition table, probes each volume's superblock, reads the LVM PVs among them
 //! natively ([`crate::disk::lvm`]: their VGs' visible logical volumes become further volumes,
-//! after the partitions), and parses ext2/3/4 and NTFS volumes natively (each under
+//! after the partitions), and parses ext2/3/4, XFS, Btrfs and NTFS volumes natively (each under
 //! [`crate::fs::contain`], so a hostile volume costs that volume only) to detect the OS. It picks
 //! the disk's OS root among the volumes and reports bytes read and time taken. The scan pipeline
 //! calls [`enumerate`] too, and gets the opened volumes along with the report.
 //!
-//! It does not mount, activate LVM (no device-mapper, no LVM tools) or decrypt: XFS, Btrfs and
+//! It does not mount, activate LVM (no device-mapper, no LVM tools) or decrypt: vfat, exFAT and
 //! LUKS volumes are identified (kind, label, UUID) but their contents are the scan pipeline's
 //! business: such a volume's `not_read` says why it was not read and what would read it, and
 //! no OS is claimed absent while one is unread.
@@ -114,7 +114,7 @@ pub struct VolumeReport {
     pub os: Option<OsInfo>,
     /// Why this volume could not be read or parsed.
     pub error: Option<String>,
-    /// Why the volume's contents were not looked at, and what would read them (`xfs: no
+    /// Why the volume's contents were not looked at, and what would read them (`vfat: no
     /// native reader; `snapscan scan` as root mounts it`); `null` when they were, or when there
     /// is nothing to read (swap, an LVM PV whose LVs are volumes of their own, unknown).
     pub not_read: Option<String>,
@@ -384,7 +384,7 @@ fn inspect_volume(mut report: VolumeReport, vol: &Volume, opts: &Options) -> Vol
 fn not_read(kind: FsKind) -> Option<String> {
     let name = kind.as_str();
     match kind {
-        FsKind::Xfs | FsKind::Btrfs | FsKind::Exfat | FsKind::Vfat => Some(format!(
+        FsKind::Exfat | FsKind::Vfat => Some(format!(
             "{name}: no native reader; `snapscan scan` as root mounts it"
         )),
         FsKind::CryptoLuks | FsKind::Bitlocker => {

@@ -1,13 +1,13 @@
 //! The native readers against the kernel, on the same image: every directory, symlink and file
-//! (names, kinds, sizes, link targets, contents) that `ext4-view` shows through our `RootFs` must
-//! be what a read-only kernel mount shows, and likewise `ntfs` against an ntfs-3g mount. Root only
-//! (loop devices, mounts); skipped with a note otherwise.
+//! (names, kinds, sizes, link targets, contents) that `ext4-view`, `lamxfs` and `lambutter` show
+//! through our `RootFs` must be what a read-only kernel mount shows, and likewise `ntfs` against an
+//! ntfs-3g mount. Root only (loop devices, mounts); skipped with a note otherwise.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use snapscan::disk::reader::{Budget, Disk};
-use snapscan::fs::{ext4, ntfs, FileType, RootFs};
+use snapscan::disk::reader::{Budget, Disk, Volume};
+use snapscan::fs::{btrfs, ext4, ntfs, xfs, FileType, RootFs};
 use snapscan_tests::images::guard::{LoopDevice, Mount, NtfsMount};
 use snapscan_tests::images::{self, is_root};
 
@@ -142,25 +142,86 @@ fn volume_of(name: &str, index: usize) -> (std::path::PathBuf, u64, u64) {
     )
 }
 
-#[test]
-fn ext4_native_matches_kernel_mount() {
+/// Walk volume `index` of fixture `name` natively (opened by `open`) and through a read-only
+/// kernel mount of type `fstype` with `options`, and compare.
+fn native_vs_kernel<F: RootFs>(
+    name: &str,
+    index: usize,
+    open: fn(Volume) -> Result<F, snapscan::fs::FsError>,
+    fstype: &str,
+    options: &str,
+    min_paths: usize,
+) {
     if !is_root() {
         snapscan_tests::skip("needs root for loop devices and mounts");
         return;
     }
-    let (img, start, size) = volume_of("debian-ext4-gpt", 1);
+    let (img, start, size) = volume_of(name, index);
     let disk = Disk::open(&img).expect("open");
-    let fs = ext4::open(
+    let fs = open(
         disk.volume(start, size, Budget::new(u64::MAX))
             .expect("volume"),
     )
-    .expect("ext4");
+    .unwrap_or_else(|e| panic!("{fstype}: {e}"));
     let skip = |p: &str| p == "/lost+found";
     let native = walk_native(&fs, &skip);
     let dev = LoopDevice::attach(&img, start, Some(size), true).expect("loop");
     let dir = tempfile::tempdir().expect("mount point");
-    let mnt = Mount::new(dev.path(), dir.path(), "ext4", "ro,noload").expect("mount");
-    compare("ext4", &native, &walk_kernel(mnt.target(), &skip), 1000);
+    let mnt = Mount::new(dev.path(), dir.path(), fstype, options).expect("mount");
+    compare(
+        &format!("{fstype} ({name})"),
+        &native,
+        &walk_kernel(mnt.target(), &skip),
+        min_paths,
+    );
+}
+
+#[test]
+fn ext4_native_matches_kernel_mount() {
+    native_vs_kernel("debian-ext4-gpt", 1, ext4::open, "ext4", "ro,noload", 1000);
+}
+
+#[test]
+fn xfs_native_matches_kernel_mount() {
+    native_vs_kernel(
+        "debian-xfs-mbr",
+        0,
+        xfs::open,
+        "xfs",
+        "ro,norecovery,nouuid",
+        1000,
+    );
+}
+
+#[test]
+fn btrfs_native_matches_kernel_mount() {
+    native_vs_kernel("debian-btrfs", 0, btrfs::open, "btrfs", "ro", 1000);
+}
+
+/// Fedora's layout: the root is the subvolume its fstab names, and its files are zstd, zlib and
+/// LZO compressed extents.
+#[test]
+fn btrfs_native_matches_kernel_mount_of_the_fstab_subvolume() {
+    native_vs_kernel(
+        "rhel9-rpm-btrfs-subvol",
+        0,
+        btrfs::open,
+        "btrfs",
+        "ro,subvol=root",
+        20,
+    );
+}
+
+#[test]
+fn rhel_xfs_native_matches_kernel_mount() {
+    native_vs_kernel(
+        "rhel9-rpm-xfs",
+        0,
+        xfs::open,
+        "xfs",
+        "ro,norecovery,nouuid",
+        20,
+    );
 }
 
 #[test]

@@ -56,6 +56,8 @@ fixture_tests! {
     dirty_xfs => "dirty-xfs",
     rhel9_rpm_sqlite => "rhel9-rpm-sqlite",
     rhel7_rpm_bdb => "rhel7-rpm-bdb",
+    rhel9_rpm_xfs => "rhel9-rpm-xfs",
+    rhel9_rpm_btrfs_subvol => "rhel9-rpm-btrfs-subvol",
     empty => "empty",
 }
 
@@ -270,7 +272,13 @@ fn check_os(name: &str, path: &Path, start: u64, size: u64, kind: &str, os: &Exp
             inner.detach().unwrap_or_else(|e| panic!("{e:#}"));
         }
         fs_kind => {
-            let mount = mount_ro(lo.path(), dir.path(), fs_kind);
+            let mut mount = mount_ro(lo.path(), dir.path(), fs_kind);
+            if fs_kind == "btrfs" && !mount.target().join("etc").exists() {
+                // Fedora's layout: the system is the subvolume `root`.
+                mount.unmount().unwrap_or_else(|e| panic!("{e:#}"));
+                mount = Mount::new(lo.path(), dir.path(), "btrfs", "ro,subvol=root")
+                    .unwrap_or_else(|e| panic!("{e:#}"));
+            }
             check_linux(name, mount.target(), os);
             mount.unmount().unwrap_or_else(|e| panic!("{e:#}"));
         }

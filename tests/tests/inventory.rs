@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use snapscan::detect::{self, OsInfo};
 use snapscan::disk::probe::FsKind;
 use snapscan::disk::reader::{Budget, Disk};
-use snapscan::fs::{ext4, ntfs};
+use snapscan::fs::{btrfs, ext4, ntfs, xfs};
 use snapscan::inspect::{self, Options};
 use snapscan::inventory::{self, Ecosystem, Inventory, SbomMeta};
 use snapscan_tests::expect::{self, Triple};
@@ -41,6 +41,8 @@ fn scan(name: &str) -> (OsInfo, Inventory) {
     };
     match v.filesystem {
         FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => run(&ext4::open(volume).expect("ext4")),
+        FsKind::Xfs => run(&xfs::open(volume).expect("xfs")),
+        FsKind::Btrfs => run(&btrfs::open(volume).expect("btrfs")),
         FsKind::Ntfs => run(&ntfs::open(volume).expect("ntfs")),
         other => panic!("{name}: OS on {other:?}, not read natively"),
     }
@@ -269,6 +271,29 @@ fn rpm_sqlite_packages_equal_rpm_qa() {
     );
     assert_eq!(hello["version"], "2:1.0-1.el9");
     assert_eq!(hello["publisher"], "Snapscan Test");
+}
+
+/// The RHEL root on XFS and in Fedora's Btrfs subvolume layout (zstd-compressed), read with no
+/// mount: the same OS and the same packages as `rpm -qa`.
+#[test]
+fn rpm_packages_on_xfs_and_btrfs_equal_rpm_qa() {
+    if !is_root() {
+        snapscan_tests::skip("the rpm images need root to build (rpm --root chroots)");
+        return;
+    }
+    let want = rpm_qa(RpmDb::Sqlite);
+    for name in ["rhel9-rpm-xfs", "rhel9-rpm-btrfs-subvol"] {
+        let (os, inv) = scan(name);
+        assert_eq!(
+            (os.id.as_str(), os.version_id.as_deref()),
+            ("rhel", Some("9.3")),
+            "{name}"
+        );
+        assert_eq!(inv.sources, ["/var/lib/rpm/rpmdb.sqlite"], "{name}");
+        assert_eq!(inv.warnings, Vec::<String>::new(), "{name}");
+        assert_eq!(rpm_triples(&inv.packages), want, "{name}");
+        println!("{name}: {} packages identical to rpm -qa", want.len());
+    }
 }
 
 #[test]

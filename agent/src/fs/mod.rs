@@ -1,7 +1,7 @@
 //! Read-only file access to a guest volume: the [`RootFs`] view every consumer uses.
 //!
 //! Detection and inventory only ever see a [`RootFs`]: they never learn whether the files come from
-//! a native parser (`ext4`, `ntfs` modules) or, later, a kernel mount. Paths are always resolved
+//! a native parser (`ext4`, `xfs`, `btrfs`, `ntfs` modules) or a kernel mount (`host`). Paths are always resolved
 //! inside the volume, like `openat2(RESOLVE_IN_ROOT)`: an absolute symlink target restarts at the
 //! volume's root, `..` stops at the root, and at most [`MAX_SYMLINKS`] links are followed per
 //! lookup. [`Rooted`] implements that resolution once, over any [`Tree`] (a backend that can only
@@ -10,10 +10,13 @@
 //! This module does not contain parser failures; see [`contain`] for the thread, timeout and panic
 //! guard that every native parse runs under.
 
+pub mod btrfs;
+pub mod bypath;
 pub mod contain;
 pub mod ext4;
 pub mod host;
 pub mod ntfs;
+pub mod xfs;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -28,13 +31,13 @@ pub const MAX_SYMLINKS: u32 = 40;
 pub fn has_native(kind: FsKind) -> bool {
     matches!(
         kind,
-        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 | FsKind::Ntfs
+        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 | FsKind::Xfs | FsKind::Btrfs | FsKind::Ntfs
     )
 }
 
 /// Run `f` over the native [`RootFs`] of a volume of `kind`, contained (its own thread, the
 /// timeout, panic capture: see [`contain`]). `None` when there is no native reader for `kind`
-/// (only ext2/3/4 and NTFS have one). The filesystem is opened inside the contained thread
+/// (ext2/3/4, XFS, Btrfs and NTFS have one). The filesystem is opened inside the contained thread
 /// because `ext4_view::Ext4` cannot cross threads.
 pub fn with_native<T, F>(
     kind: FsKind,
@@ -52,6 +55,8 @@ where
         FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => {
             Some(contain::run(budget, timeout, move || f(&ext4::open(v)?)))
         }
+        FsKind::Xfs => Some(contain::run(budget, timeout, move || f(&xfs::open(v)?))),
+        FsKind::Btrfs => Some(contain::run(budget, timeout, move || f(&btrfs::open(v)?))),
         FsKind::Ntfs => Some(contain::run(budget, timeout, move || f(&ntfs::open(v)?))),
         _ => None,
     }

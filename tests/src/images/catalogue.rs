@@ -13,6 +13,7 @@ use super::disk::{assemble, Partition, Table, MIB};
 use super::fs::{build_fs, sparse_file, FsKind};
 use super::lvm::{build_pv, build_vg, LogicalVolume, Step};
 use super::roots::{debian_root, write_synthetic_root, DEBIAN_REV};
+use super::rpm::{RootLayout, RpmDb};
 use super::{Expect, ExpectLv, ExpectOs, ExpectVolume, Fixture, DEBIAN_HOSTNAME, IMAGES_REV};
 use crate::windows::{expected, write_root, WindowsFlavor};
 
@@ -205,13 +206,7 @@ const RECIPES: &[Recipe] = &[
         expect: || Expect {
             partition_table: "gpt",
             volumes: vec![vol("xfs", Some("root"), true)],
-            os: Some(linux(
-                "rhel",
-                Some("9.3"),
-                Some("Red Hat Enterprise Linux 9.3 (Plow)"),
-                Some("rhel9-web"),
-                Some("x86_64"),
-            )),
+            os: Some(rhel93()),
         },
         build: |work, out| synthetic_gpt(work, out, "rhel9", FsKind::Xfs, 300),
     },
@@ -406,15 +401,9 @@ const RECIPES: &[Recipe] = &[
         expect: || Expect {
             partition_table: "gpt",
             volumes: vec![vol("ext4", Some("root"), true)],
-            os: Some(linux(
-                "rhel",
-                Some("9.3"),
-                Some("Red Hat Enterprise Linux 9.3 (Plow)"),
-                Some("rhel9-web"),
-                Some("x86_64"),
-            )),
+            os: Some(rhel93()),
         },
-        build: |work, out| super::rpm::rpm_image(work, out, super::rpm::RpmDb::Sqlite),
+        build: |work, out| super::rpm::rpm_image(work, out, RpmDb::Sqlite, RootLayout::Ext4),
     },
     Recipe {
         name: "rhel7-rpm-bdb",
@@ -433,7 +422,35 @@ const RECIPES: &[Recipe] = &[
                 Some("x86_64"),
             )),
         },
-        build: |work, out| super::rpm::rpm_image(work, out, super::rpm::RpmDb::Bdb),
+        build: |work, out| super::rpm::rpm_image(work, out, RpmDb::Bdb, RootLayout::Ext4),
+    },
+    Recipe {
+        name: "rhel9-rpm-xfs",
+        what: "GPT + XFS: the rhel9-rpm-sqlite root on XFS, as RHEL and its rebuilds install",
+        rev: super::rpm::RPM_REV,
+        needs_root: true,
+        debian: false,
+        expect: || Expect {
+            partition_table: "gpt",
+            volumes: vec![vol("xfs", Some("root"), true)],
+            os: Some(rhel93()),
+        },
+        build: |work, out| super::rpm::rpm_image(work, out, RpmDb::Sqlite, RootLayout::Xfs),
+    },
+    Recipe {
+        name: "rhel9-rpm-btrfs-subvol",
+        what: "GPT + Btrfs in Fedora's layout: the rhel9-rpm-sqlite root in subvolume `root` (named by its fstab), `home` beside it, zstd/zlib/LZO-compressed extents",
+        rev: super::rpm::RPM_REV,
+        needs_root: true,
+        debian: false,
+        expect: || Expect {
+            partition_table: "gpt",
+            volumes: vec![vol("btrfs", Some("fedora"), true)],
+            os: Some(rhel93()),
+        },
+        build: |work, out| {
+            super::rpm::rpm_image(work, out, RpmDb::Sqlite, RootLayout::BtrfsSubvolumes)
+        },
     },
     Recipe {
         name: "empty",
@@ -478,6 +495,17 @@ fn lv(
 }
 
 /// A Linux OS on volume 0 (the only volume of every synthetic disk).
+/// The OS of the rhel9 roots.
+fn rhel93() -> ExpectOs {
+    linux(
+        "rhel",
+        Some("9.3"),
+        Some("Red Hat Enterprise Linux 9.3 (Plow)"),
+        Some("rhel9-web"),
+        Some("x86_64"),
+    )
+}
+
 fn linux(
     id: &'static str,
     version_id: Option<&'static str>,

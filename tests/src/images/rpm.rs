@@ -1,5 +1,5 @@
-//! Roots with a real rpm database, for the rpm inventory fixtures `rhel9-rpm-sqlite` and
-//! `rhel7-rpm-bdb`.
+//! Roots with a real rpm database, for the rpm inventory fixtures `rhel9-rpm-sqlite`,
+//! `rhel7-rpm-bdb`, `rhel9-rpm-xfs` and `rhel9-rpm-btrfs-subvol`.
 //!
 //! [`rpm_root`] builds (once, cached under [`crate::cache_dir`], root only because
 //! `rpm --root` chroots) a RHEL root whose packages are really installed by Debian's `rpm`:
@@ -29,7 +29,7 @@ use super::cache_subdir;
 use super::cmd::{run, tool};
 use super::disk::{assemble, Partition, Table, MIB};
 use super::fs::{build_fs, FsKind};
-use super::guard::lock_file;
+use super::guard::{lock_file, LoopDevice, Mount};
 use super::roots::write_synthetic_root;
 
 /// Bump to rebuild the cached rpm roots (and the images made from them).
@@ -341,23 +341,31 @@ pub fn rpm_qa(root: &Path, db: RpmDb) -> anyhow::Result<(Nevra, bool)> {
     Ok((set, gpg))
 }
 
-/// Build fixture image `out`: a GPT disk with one ext4 partition holding the `db` root.
-pub fn rpm_image(work: &Path, out: &Path, db: RpmDb) -> anyhow::Result<()> {
-    const FS_MIB: u64 = 32;
+/// Build fixture image `out`: a GPT disk with one partition holding the `db` root, laid out as
+/// `layout` says.
+pub fn rpm_image(work: &Path, out: &Path, db: RpmDb, layout: RootLayout) -> anyhow::Result<()> {
     let root = rpm_root(db)?;
     let fs_image = work.join("root.fs");
-    build_fs(
-        FsKind::Ext4,
-        FS_MIB * MIB,
-        Some("root"),
-        Some(&root),
-        &fs_image,
-    )?;
+    let fs_mib = match layout {
+        RootLayout::Ext4 => {
+            build_fs(FsKind::Ext4, 32 * MIB, Some("root"), Some(&root), &fs_image)?;
+            32
+        }
+        // mkfs.xfs makes nothing smaller.
+        RootLayout::Xfs => {
+            build_fs(FsKind::Xfs, 300 * MIB, Some("root"), Some(&root), &fs_image)?;
+            300
+        }
+        RootLayout::BtrfsSubvolumes => {
+            btrfs_subvolumes(work, &root, &fs_image)?;
+            BTRFS_MIB
+        }
+    };
     assemble(
         Table::Gpt,
         None,
         &[Partition {
-            size_bytes: FS_MIB * MIB,
+            size_bytes: fs_mib * MIB,
             type_code: "8304",
             name: "root",
             logical: false,
@@ -366,4 +374,69 @@ pub fn rpm_image(work: &Path, out: &Path, db: RpmDb) -> anyhow::Result<()> {
         out,
     )?;
     Ok(())
+}
+
+/// Size of the Btrfs of [`RootLayout::BtrfsSubvolumes`].
+const BTRFS_MIB: u64 = 160;
+
+/// How the root filesystem of an rpm image is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootLayout {
+    /// The whole root on ext4.
+    Ext4,
+    /// The whole root on XFS (as RHEL, Rocky, Oracle Linux and Amazon Linux install).
+    Xfs,
+    /// Fedora's Btrfs layout: the top level (the default subvolume) holds the subvolumes `root`
+    /// (the system, named by its own `etc/fstab` as `subvol=root`) and `home`. Everything is
+    /// written with `compress-force=zstd`, and `usr/share/compressed/{zlib,lzo}` again with
+    /// zlib and LZO, so every compressed extent kind is read.
+    BtrfsSubvolumes,
+}
+
+/// Build the Btrfs of [`RootLayout::BtrfsSubvolumes`] from `root` at `out` (root only: mounts).
+fn btrfs_subvolumes(work: &Path, root: &Path, out: &Path) -> anyhow::Result<()> {
+    build_fs(FsKind::Btrfs, BTRFS_MIB * MIB, Some("fedora"), None, out)?;
+    let mnt = work.join("btrfs-mnt");
+    fs::create_dir_all(&mnt)?;
+    let lo = LoopDevice::attach(out, 0, None, false)?;
+    let top = Mount::new(lo.path(), &mnt, "btrfs", "compress-force=zstd")?;
+    for sub in ["root", "home"] {
+        run(
+            tool("btrfs")
+                .args(["subvolume", "create"])
+                .arg(mnt.join(sub)),
+            None,
+        )?;
+    }
+    let sys = mnt.join("root");
+    let mut source = root.as_os_str().to_owned();
+    source.push("/.");
+    run(tool("cp").arg("-a").arg(&source).arg(&sys), None)?;
+    fs::write(
+        sys.join("etc/fstab"),
+        "UUID=0b7e5f5e-0000-4000-8000-000000000001 / btrfs subvol=root,compress=zstd:1 0 0\n\
+         UUID=0b7e5f5e-0000-4000-8000-000000000001 /home btrfs subvol=home,compress=zstd:1 0 0\n",
+    )?;
+    fs::create_dir_all(mnt.join("home/fedora"))?;
+    fs::write(mnt.join("home/fedora/notes.txt"), "a user's file\n")?;
+    for algo in ["zlib", "lzo"] {
+        run(
+            tool("mount")
+                .args(["-o", &format!("remount,compress-force={algo}")])
+                .arg(&mnt),
+            None,
+        )?;
+        let dir = sys.join("usr/share/compressed").join(algo);
+        fs::create_dir_all(&dir)?;
+        let text: String = (0..20_000).map(|i| format!("{algo} line {i}\n")).collect();
+        fs::write(dir.join("text"), &text)?;
+        run(
+            tool("cp")
+                .arg(sys.join("var/lib/rpm/rpmdb.sqlite"))
+                .arg(&dir),
+            None,
+        )?;
+    }
+    top.unmount()?;
+    lo.detach()
 }
