@@ -101,16 +101,26 @@ fn debian_on_every_layout_lists_exactly_the_dpkg_packages() {
         return;
     }
     let want = expect::debian_packages();
-    // (fixture, how the root volume is reached, where the root volume is)
-    let cases = [
-        ("debian-ext4-gpt", "kernel"),
-        ("debian-xfs-mbr", "kernel"),
-        ("debian-btrfs", "kernel"),
-        ("debian-lvm", "kernel"),
-        ("debian-logical", "kernel"),
-    ];
-    for (name, method) in cases {
-        let env = ScanEnv::new("");
+    // (fixture, `prefer`, how the root volume is reached): debian-lvm's fstab mounts /boot from
+    // another volume, so only the kernel path brings the tree together.
+    let mut cases = Vec::new();
+    for name in [
+        "debian-ext4-gpt",
+        "debian-xfs-mbr",
+        "debian-btrfs",
+        "debian-lvm",
+        "debian-logical",
+    ] {
+        let native = if name == "debian-lvm" {
+            "kernel"
+        } else {
+            "native"
+        };
+        cases.push((name, "native", native));
+        cases.push((name, "kernel", "kernel"));
+    }
+    for (name, prefer, method) in cases {
+        let env = ScanEnv::new(&format!("prefer = \"{prefer}\"\n"));
         let (report, sbom, out) = scan_fixture(name, &env, &[]);
         assert_ok(name, &out);
         assert_eq!(report["status"], "success", "{name}: {report}");
@@ -121,7 +131,7 @@ fn debian_on_every_layout_lists_exactly_the_dpkg_packages() {
         assert_eq!(report["os"]["id"], "debian", "{name}");
         let root = report["os"]["volume"].as_u64().expect("root volume");
         let access = &report["access"][usize::try_from(root).expect("index")];
-        assert_eq!(access["method"], method, "{name}: {access}");
+        assert_eq!(access["method"], method, "{name} ({prefer}): {access}");
         assert_eq!(access["guest_path"], "/", "{name}");
         let got = sbom_triples(&sbom);
         let missing: Vec<_> = want.difference(&got).collect();
@@ -131,7 +141,7 @@ fn debian_on_every_layout_lists_exactly_the_dpkg_packages() {
             "{name}: missing {missing:?}, extra {extra:?}"
         );
         assert_eq!(report["scanner"]["packages"], want.len(), "{name}");
-        println!("{name}: {} packages == dpkg-query", got.len());
+        println!("{name} ({prefer}): {} packages == dpkg-query", got.len());
     }
 }
 
@@ -141,7 +151,7 @@ fn native_fallback_when_kernel_mounts_are_off() {
         snapscan_tests::skip("needs root to build the image");
         return;
     }
-    let env = ScanEnv::new("kernel_mounts = false\n");
+    let env = ScanEnv::new("kernel_mounts = false\nprefer = \"kernel\"\n");
     let (report, sbom, out) = scan_fixture("debian-ext4-gpt", &env, &[]);
     assert_ok("native", &out);
     let root = report["os"]["volume"].as_u64().expect("root") as usize;
@@ -158,10 +168,12 @@ fn every_os_layout_scans_with_the_right_packages() {
         snapscan_tests::skip("needs root (loop devices, mounts)");
         return;
     }
-    // rpm (sqlite and BerkeleyDB), apk, Windows (through ntfs-3g), dirty journals.
+    // rpm (sqlite and BerkeleyDB; on ext4, XFS and Btrfs), apk, Windows (read natively).
     for (name, db) in [
         ("rhel9-rpm-sqlite", RpmDb::Sqlite),
         ("rhel7-rpm-bdb", RpmDb::Bdb),
+        ("rhel9-rpm-xfs", RpmDb::Sqlite),
+        ("rhel9-rpm-btrfs-subvol", RpmDb::Sqlite),
     ] {
         let env = ScanEnv::new("");
         let (report, sbom, out) = scan_fixture(name, &env, &[]);
@@ -183,7 +195,7 @@ fn every_os_layout_scans_with_the_right_packages() {
     assert_ok("windows-11", &out);
     assert_eq!(report["os"]["family"], "windows");
     let root = report["os"]["volume"].as_u64().expect("root") as usize;
-    assert_eq!(report["access"][root]["method"], "kernel", "{report}");
+    assert_eq!(report["access"][root]["method"], "native", "{report}");
     let got: BTreeSet<String> = sbom["components"]
         .as_array()
         .expect("components")
@@ -544,7 +556,7 @@ fn log_levels_show_what_the_readme_says_coloured_only_on_a_terminal() {
         return;
     }
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/debian-mini.img");
-    let env = ScanEnv::new("");
+    let env = ScanEnv::new("prefer = \"kernel\"\n");
     let command = |level: &str, n: u32| {
         format!(
             "SNAPSCAN_LOG={level} '{}' scan --config '{}' --output '{}' '{}'",

@@ -2,8 +2,9 @@
 //! block device nothing else uses, put back as it was at the end; a block device mounted
 //! read-write is refused unless forced), its volumes (partitions and LVM logical volumes, from
 //! [`crate::inspect::enumerate`]), a read-only kernel mount per volume where the kernel can
-//! mount it, native parsing where it cannot, the OS root, and the `/usr`, `/var`, `/boot`...
-//! volumes of the root's own `/etc/fstab` bind-mounted under it.
+//! mount it, native parsing where it cannot (or, asked to prefer it, wherever a root with a
+//! native reader stands alone), the OS root, and the `/usr`, `/var`, `/boot`... volumes of the
+//! root's own `/etc/fstab` bind-mounted under it.
 //!
 //! Every loop device and mount is a guard held by [`Attached`]; [`Attached::release`] undoes
 //! them in reverse order and says what could not be undone, and dropping an [`Attached`]
@@ -146,6 +147,38 @@ impl Attached {
     }
 }
 
+/// Whether the disk's OS root (found natively) has a native reader and its `/etc/fstab` places
+/// no other volume of this disk under it (a separate `/var` holds the package databases, which
+/// only the kernel path, with its bind mounts, brings together).
+fn root_reads_alone(
+    report: &DiskReport,
+    volumes: &[Option<Volume>],
+    opts: &inspect::Options,
+) -> bool {
+    let Some(i) = report.os_root().and_then(|os| os.volume) else {
+        return false;
+    };
+    let (Some(v), Some(Some(volume))) = (report.volumes.get(i), volumes.get(i)) else {
+        return false;
+    };
+    if !has_native(v.filesystem) {
+        return false;
+    }
+    let fstab = crate::fs::with_native(v.filesystem, volume, opts.volume_timeout, |fs| {
+        Ok(fs.read_text("/etc/fstab", 1 << 20))
+    });
+    let Some(Ok(text)) = fstab else {
+        return false;
+    };
+    let entries = fstab::parse(text.as_deref().unwrap_or_default());
+    !fstab::submounts(&entries).iter().any(|e| {
+        report
+            .volumes
+            .iter()
+            .any(|other| other.index != i && e.matches(&identity(other)))
+    })
+}
+
 /// Filesystems the kernel path tries to mount.
 fn mountable(kind: FsKind) -> bool {
     matches!(
@@ -174,6 +207,9 @@ fn kernel_unavailable(cfg: &ScanConfig) -> Option<String> {
 
 /// Open `path` read-only and reach its volumes. `name` names the workspace; `cancelled` is
 /// checked between volumes. `force`: scan a block device even when it is mounted read-write.
+/// `native_first`: when the OS root has a native reader and its fstab places no other volume of
+/// this disk under it, read it natively and mount nothing (what the built-in inventory wants
+/// with `prefer = "native"`); otherwise mount what the kernel can.
 ///
 /// # Errors
 ///
@@ -184,6 +220,7 @@ pub fn attach(
     cfg: &ScanConfig,
     name: &str,
     force: bool,
+    native_first: bool,
     cancelled: &dyn Fn() -> bool,
 ) -> anyhow::Result<Attached> {
     let started = Instant::now();
@@ -242,6 +279,7 @@ pub fn attach(
     let (mut report, volumes) = inspect::enumerate(&disk, &opts)?;
     report.source = path.display().to_string();
     let open_ms = ms_since(started);
+    let native_only = native_first && root_reads_alone(&report, &volumes, &opts);
 
     let mount_started = Instant::now();
     let mut access = Vec::with_capacity(report.volumes.len());
@@ -259,6 +297,10 @@ pub fn attach(
         }
         if v.error.is_some() || vol.is_none() {
             a.fallback_reason = v.error.clone();
+        } else if native_only {
+            if has_native(v.filesystem) {
+                a.method = Method::Native;
+            }
         } else if mountable(v.filesystem) {
             let why_not = match &kernel_off {
                 Some(why) => Some(why.clone()),
@@ -305,11 +347,14 @@ pub fn attach(
                     path: path.clone(),
                     os: os.clone(),
                 }),
-                (None, Some(volume)) => Some(Root::Native {
-                    kind: report.volumes[i].filesystem,
-                    volume: volume.clone(),
-                    os: os.clone(),
-                }),
+                (None, Some(volume)) => {
+                    access[i].guest_path = Some("/".into());
+                    Some(Root::Native {
+                        kind: report.volumes[i].filesystem,
+                        volume: volume.clone(),
+                        os: os.clone(),
+                    })
+                }
                 (None, None) => None,
             }
         }

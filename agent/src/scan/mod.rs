@@ -51,8 +51,13 @@ pub struct ScanConfig {
     /// Longest the built-in inventory of one disk may take. Default 300.
     pub inventory_timeout_secs: u64,
     /// Mount the disk's volumes with the kernel when possible (else only native parsing, which
-    /// reads ext2/3/4 and NTFS). Default true.
+    /// reads ext2/3/4, XFS, Btrfs and NTFS). Default true.
     pub kernel_mounts: bool,
+    /// What the built-in inventory reads a root through when both would do: `native` (the
+    /// default: snapscan's bounded parsers, nothing mounted, unless the root's fstab puts
+    /// other volumes of the disk under it) or `kernel` (read-only kernel mounts, native parsing
+    /// only as the fallback). External scanners always get a kernel mount.
+    pub prefer: Prefer,
     /// Directories where external scanner programs are looked up, in order (also their
     /// `PATH`). Empty (the default): the scanner module's safe `PATH`.
     pub scanner_search_path: Vec<PathBuf>,
@@ -67,9 +72,20 @@ impl Default for ScanConfig {
             volume_timeout_secs: 30,
             inventory_timeout_secs: 300,
             kernel_mounts: true,
+            prefer: Prefer::Native,
             scanner_search_path: Vec::new(),
         }
     }
+}
+
+/// The `[scan] prefer` setting: which reader of a root the built-in inventory takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Prefer {
+    /// snapscan's own parsers, where one reads the root's filesystem.
+    Native,
+    /// A read-only kernel mount, where the kernel can mount it.
+    Kernel,
 }
 
 impl ScanConfig {
@@ -333,8 +349,11 @@ async fn run(
         cancel.clone(),
         req.force,
     );
+    let native_first = cfg.prefer == Prefer::Native && req.scanner == INVENTORY;
     let attached = tokio::task::spawn_blocking(move || {
-        access::attach(&path, &scan_cfg, &ws_name, force, &|| token.is_cancelled())
+        access::attach(&path, &scan_cfg, &ws_name, force, native_first, &|| {
+            token.is_cancelled()
+        })
     })
     .await
     .context("the disk-opening task failed")??;
