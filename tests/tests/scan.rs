@@ -129,6 +129,14 @@ fn debian_on_every_layout_lists_exactly_the_dpkg_packages() {
             assert_eq!(report["access"][0]["guest_path"], "/boot", "{report}");
         }
         assert_eq!(report["os"]["id"], "debian", "{name}");
+        // Everything attached is detached again, a native root's open device included.
+        let cleanup: Vec<_> = report["warnings"]
+            .as_array()
+            .expect("warnings")
+            .iter()
+            .filter(|w| w.as_str().is_some_and(|w| w.contains("cleanup")))
+            .collect();
+        assert!(cleanup.is_empty(), "{name} ({prefer}): {cleanup:?}");
         let root = report["os"]["volume"].as_u64().expect("root volume");
         let access = &report["access"][usize::try_from(root).expect("index")];
         assert_eq!(access["method"], method, "{name} ({prefer}): {access}");

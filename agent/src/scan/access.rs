@@ -143,6 +143,8 @@ impl Drop for Guards {
 impl Attached {
     /// Unmount and detach everything; the errors of what could not be undone.
     pub fn release(mut self) -> Vec<String> {
+        // A native root holds the device open: the loop device cannot go while it does.
+        self.root = None;
         self.guards.release()
     }
 }
