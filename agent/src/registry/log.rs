@@ -35,7 +35,7 @@ const ENTRY_HEADER: usize = 40;
 /// File type of a new-format log in its base block copy.
 const NEW_FORMAT_LOG: u32 = 6;
 /// The Marvin32 seed the hashes use (bytes `82 EF 4D 88 7A 4E 55 C5`, little-endian).
-const LOG_SEED: u64 = 0xC555_4E7A_884D_EF82;
+pub const LOG_SEED: u64 = 0xC555_4E7A_884D_EF82;
 /// Most bytes of log entries kept (both logs together); entries past it are not read. Real logs
 /// hold a few MiB.
 pub const MAX_LOG_BYTES: u64 = 64 << 20;
