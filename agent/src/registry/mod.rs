@@ -254,8 +254,8 @@ impl<'h> Key<'h> {
         // The lh hash is of the uppercase name; Windows' table agrees with ours for ASCII.
         let hash = name.is_ascii().then(|| lh_hash(&wanted));
         let mut found = None;
-        self.for_each_subkey(u32::MAX, &mut |cell, hint| {
-            if let (Some(want), Some(SubkeyHint::Hash(h))) = (hash, hint) {
+        self.for_each_subkey(u32::MAX, &mut |cell, lh| {
+            if let (Some(want), Some(h)) = (hash, lh) {
                 if want != h {
                     return Ok(true);
                 }
@@ -305,12 +305,12 @@ impl<'h> Key<'h> {
         Ok(out)
     }
 
-    /// Call `f` with the cell (and hint) of each subkey until it returns `false`, at most `max`
-    /// times and never more than the key's subkey count.
+    /// Call `f` with the cell (and `lh` name hash, if listed in an `lh`) of each subkey until it
+    /// returns `false`, at most `max` times and never more than the key's subkey count.
     fn for_each_subkey(
         &self,
         max: u32,
-        f: &mut dyn FnMut(u32, Option<SubkeyHint>) -> Result<bool, HiveError>,
+        f: &mut dyn FnMut(u32, Option<u32>) -> Result<bool, HiveError>,
     ) -> Result<(), HiveError> {
         let count = self.field(0x14);
         let list = self.field(0x1C);
@@ -327,7 +327,7 @@ impl<'h> Key<'h> {
         list: u32,
         allow_ri: bool,
         left: &mut u32,
-        f: &mut dyn FnMut(u32, Option<SubkeyHint>) -> Result<bool, HiveError>,
+        f: &mut dyn FnMut(u32, Option<u32>) -> Result<bool, HiveError>,
     ) -> Result<bool, HiveError> {
         let body = self.hive.cells.cell(list)?;
         let n = usize::from(le16(&body, 2).unwrap_or(0));
@@ -349,7 +349,7 @@ impl<'h> Key<'h> {
                 ListKind::Ri => self.walk_list(cell, false, left, f)?,
                 ListKind::Lh => {
                     *left = left.saturating_sub(1);
-                    f(cell, le32(item, 4).map(SubkeyHint::Hash))?
+                    f(cell, le32(item, 4))?
                 }
                 ListKind::Lf | ListKind::Li => {
                     *left = left.saturating_sub(1);
@@ -406,13 +406,6 @@ impl<'h> Key<'h> {
             vk,
         })
     }
-}
-
-/// What a subkey list says about an entry besides its cell.
-#[derive(Debug, Clone, Copy)]
-enum SubkeyHint {
-    /// The `lh` hash of the uppercase name.
-    Hash(u32),
 }
 
 /// The kinds of subkey lists.
