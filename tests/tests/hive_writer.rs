@@ -664,6 +664,15 @@ fn dirty_hive_is_replayed_from_its_log() {
         );
         assert_eq!(snapscan_subkeys(hive, r"Microsoft\Added").len(), 200);
     });
+    // Detection over a Windows tree carrying the dirty hive reports the replayed values.
+    let config = dir.path().join("Windows/System32/config");
+    std::fs::create_dir_all(&config).expect("config dir");
+    std::fs::write(config.join("SOFTWARE"), &primary).expect("write primary");
+    std::fs::write(config.join("SOFTWARE.LOG1"), &log).expect("write log");
+    let os = snapscan::detect::detect(&Rooted(HostTree::new(dir.path())))
+        .expect("detect")
+        .expect("windows");
+    assert_eq!(os.registry_product_name.as_deref(), Some("New Windows"));
     if have_hivex() {
         // hivex does not replay logs: it reads the primary as it is.
         let file = dir.path().join("SOFTWARE");
