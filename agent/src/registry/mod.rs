@@ -138,7 +138,9 @@ impl<'a> Hive<'a> {
     pub fn open_path(fs: &'a dyn RootFs, path: &str) -> Result<Hive<'a>, HiveError> {
         let primary = fs.open(path).map_err(HiveError::from_fs)?;
         let mut logs = Vec::new();
-        for ext in ["LOG1", "LOG2"] {
+        // A clean hive's logs are never read, so not even looked up.
+        let dirty = read_base(&*primary)?.is_dirty();
+        for ext in ["LOG1", "LOG2"].into_iter().filter(|_| dirty) {
             match fs.open(&format!("{path}.{ext}")) {
                 Ok(log) => logs.push(log),
                 Err(e) if e.is_device_error() => return Err(HiveError::Device(e)),
@@ -159,9 +161,7 @@ impl<'a> Hive<'a> {
         primary: Box<dyn FileAt + 'a>,
         logs: &[&dyn FileAt],
     ) -> Result<Hive<'a>, HiveError> {
-        let mut head = [0u8; 512];
-        let n = primary.read_at(0, &mut head).map_err(HiveError::from_fs)?;
-        let base = BaseBlock::parse(head.get(..n).unwrap_or_default())?;
+        let base = read_base(&*primary)?;
         let overlay = if base.is_dirty() {
             log::replay(base.secondary_seq, logs)?
         } else {
@@ -215,6 +215,13 @@ impl<'a> Hive<'a> {
             nk,
         })
     }
+}
+
+/// The base block of a primary file.
+fn read_base(primary: &dyn FileAt) -> Result<BaseBlock, HiveError> {
+    let mut head = [0u8; 512];
+    let n = primary.read_at(0, &mut head).map_err(HiveError::from_fs)?;
+    BaseBlock::parse(head.get(..n).unwrap_or_default())
 }
 
 /// One key (`nk` cell) of a [`Hive`].
