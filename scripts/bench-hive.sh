@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark of the lazy registry reader on a Windows disk whose hives have real sizes (110 MiB
+# Benchmark of the lazy registry reader on a Windows disk whose hives have real sizes (126 MiB
 # SOFTWARE, 20 MiB SYSTEM; fixture windows-real-hives) next to the small-hive
 # windows-server-2022 fixture: inspect and inventory wall time (median of 5 fresh processes),
 # bytes read and peak RSS (bench-hive). For comparison, on the same hive file and image:

@@ -793,7 +793,8 @@ pub mod realistic {
         )
     }
 
-    /// A `SOFTWARE` hive of about `mib` MiB with `programs` programs for `flavor`.
+    /// A `SOFTWARE` hive with `programs` programs for `flavor`: `mib` MiB of servicing blobs
+    /// plus about 16 MiB of keys (126 MiB in all for `mib` = 110).
     pub fn software(flavor: WindowsFlavor, programs: usize, mib: usize) -> Hive {
         let e = expected(flavor);
         let (build, ubr) = e.build.split_once('.').expect("build has a UBR");

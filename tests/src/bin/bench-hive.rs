@@ -1,5 +1,5 @@
 //! `bench-hive`: what snapscan reads, and how fast, from a Windows disk whose registry hives have
-//! real sizes (the `windows-real-hives` fixture: 110 MiB `SOFTWARE`, 20 MiB `SYSTEM`), next to
+//! real sizes (the `windows-real-hives` fixture: 126 MiB `SOFTWARE`, 20 MiB `SYSTEM`), next to
 //! the small-hive `windows-server-2022` fixture, to show that bytes read and memory do not grow
 //! with the hives. Per disk: inspection (partition table, probes, OS detection) and the
 //! inventory of the Windows volume, each in a fresh process: median wall time over a few runs,

@@ -347,7 +347,7 @@ const RECIPES: &[Recipe] = &[
     },
     Recipe {
         name: "windows-real-hives",
-        what: "GPT: EFI vfat + MSR + NTFS with a synthetic Windows Server 2022 whose SOFTWARE (110 MiB, 400 programs) and SYSTEM (20 MiB) hives have real sizes",
+        what: "GPT: EFI vfat + MSR + NTFS with a synthetic Windows Server 2022 whose SOFTWARE (126 MiB, 400 programs) and SYSTEM (20 MiB) hives have real sizes",
         rev: 1,
         needs_root: true,
         debian: false,
