@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Short fuzzing run of every cargo-fuzz target in fuzz/, seeded with small real images made here
-# by mkfs.ext4, mkfs.xfs, mkfs.btrfs, mkntfs, sgdisk and sfdisk. Fails on the first crash, leak or
-# timeout found.
+# by mkfs.ext4, mkfs.xfs, mkfs.btrfs, mkntfs, sgdisk and sfdisk, and a tiny registry hive written
+# by Python. Fails on the first crash, leak or timeout found.
 # Usage: scripts/fuzz-smoke.sh [SECONDS_PER_TARGET]   (longer runs: just pass a bigger number)
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
@@ -34,7 +34,40 @@ sgdisk -q -a 1 -n 1:34:60 -n 2:61:100 "$seeds/gpt.img" >/dev/null
 truncate -s 64K "$seeds/mbr.img"
 printf 'label: dos\n1,20,c\n30,90,5\n31,20,83\n60,20,83\n' | sfdisk -q "$seeds/mbr.img" >/dev/null
 
-targets=(partition_table probe ext4_rootfs xfs_rootfs btrfs_rootfs ntfs_rootfs rpm_header lvm metadata_inputs)
+# A small hive: the root key, its subkey "Select" (an lh list) with a REG_DWORD and a REG_SZ.
+python3 - "$seeds/hive" <<'HIVE'
+import struct, sys
+bins = bytearray(b"hbin" + bytes(28))
+def cell(body):
+    at = len(bins); size = (4 + len(body) + 7) // 8 * 8
+    bins.extend(struct.pack("<i", -size) + body + bytes(size - 4 - len(body))); return at
+def nk(name, subs, lst, nvals, vals):
+    b = bytearray(0x4C); b[0:2] = b"nk"; b[2:4] = struct.pack("<H", 0x20)
+    struct.pack_into("<IIIIII", b, 0x14, subs, 0, lst, 0xFFFFFFFF, nvals, vals)
+    struct.pack_into("<II", b, 0x2C, 0xFFFFFFFF, 0xFFFFFFFF)
+    struct.pack_into("<H", b, 0x48, len(name)); return cell(bytes(b) + name)
+def vk(name, size, off, typ):
+    return cell(b"vk" + struct.pack("<HIIIHH", len(name), size, off, typ, 1, 0) + name)
+text = "Windows 10 Pro\0".encode("utf-16-le")
+values = cell(struct.pack("<II", vk(b"Current", 0x80000004, 1, 4),
+                          vk(b"ProductName", len(text), cell(text), 1)))
+sub = nk(b"Select", 0, 0xFFFFFFFF, 2, values)
+h = 0
+for c in b"SELECT": h = (h * 37 + c) & 0xFFFFFFFF
+root = nk(b"ROOT", 1, cell(b"lh" + struct.pack("<HII", 1, sub, h)), 0, 0xFFFFFFFF)
+end = len(bins); bins.extend(bytes(4096 - end))
+struct.pack_into("<i", bins, end, 4096 - end)  # the rest: one free cell
+struct.pack_into("<I", bins, 8, len(bins))
+base = bytearray(4096); base[0:4] = b"regf"
+struct.pack_into("<IIQIIIIIII", base, 4, 1, 1, 0, 1, 5, 0, 1, root, len(bins), 1)
+x = 0
+for i in range(0, 0x1FC, 4): x ^= struct.unpack_from("<I", base, i)[0]
+struct.pack_into("<I", base, 0x1FC, x)
+open(sys.argv[1], "wb").write(bytes(base) + bytes(bins))
+HIVE
+
+targets=(partition_table probe ext4_rootfs xfs_rootfs btrfs_rootfs ntfs_rootfs rpm_header lvm
+    metadata_inputs registry_hive)
 for t in "${targets[@]}"; do mkdir -p "corpus/$t"; done
 cp "$seeds/gpt.img" "$seeds/mbr.img" corpus/partition_table/
 cp "$seeds/ext4.img" corpus/probe/
@@ -43,6 +76,7 @@ cp "$seeds/ext4.img" corpus/ext4_rootfs/
 cp "$seeds/xfs.img" corpus/xfs_rootfs/
 cp "$seeds/btrfs.img" corpus/btrfs_rootfs/
 cp "$seeds/ntfs.img" corpus/ntfs_rootfs/
+cp "$seeds/hive" corpus/registry_hive/
 # LVM text metadata; the label and area formats are found by the fuzzer from the unit tests' shapes.
 printf 'vg0 {\nid = "x"\nseqno = 1\nextent_size = 8192\nlogical_volumes {\nroot {\nsegment_count = 1\nsegment1 {\nstart_extent = 0\nextent_count = 1\ntype = "striped"\nstripes = ["pv0", 0]\n}\n}\n}\n}\n' >corpus/lvm/text
 

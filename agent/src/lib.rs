@@ -40,6 +40,7 @@ pub mod mount;
 pub mod progress;
 pub mod queue;
 pub mod redact;
+pub mod registry;
 pub mod retry;
 pub mod scan;
 pub mod scanner;

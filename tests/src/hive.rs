@@ -6,20 +6,27 @@
 //! `hbin` blocks of 4096-multiple sizes (the tail of each one a free cell), `nk` key nodes (the
 //! root flagged `KEY_HIVE_ENTRY | KEY_NO_DELETE`, ASCII names stored compressed), `vk` values
 //! (data of at most 4 bytes inline in the offset field, with the size's high bit set), `lh`
-//! subkey lists sorted by uppercase name with their name hashes, value lists, and one `sk`
-//! security cell that every key points to.
+//! subkey lists sorted by uppercase name with their name hashes, value lists, `db` big-data
+//! values (segment lists of 16344-byte cells) for data over [`MAX_VALUE_DATA`] bytes, and one
+//! `sk` security cell that every key points to. [`Hive::deleted`] keys are written as free
+//! cells (stale key data that no list reaches, as deleted keys leave it), and
+//! [`Hive::dirty_with_log`] writes a dirty primary file with a new-format `.LOG1` whose one
+//! `HvLE` entry holds the pages that differ in a newer hive. [`realistic`] generates
+//! `SOFTWARE` and `SYSTEM` hives of real sizes.
 //!
-//! It deliberately does not write transaction logs, `db` big-data cells (values over 16344 bytes
-//! of data are refused), class names, volatile keys, symbolic links or `ri` index roots (a key with
-//! more than 65535 subkeys is refused), and it does not read hives. The output is deterministic:
-//! every timestamp is the same fixed instant. This is a test double, not product code.
+//! It deliberately does not write old-format (`DIRT`) logs, class names, volatile keys,
+//! symbolic links or `ri` index roots (a key with more than 65535 subkeys is refused), and it does
+//! not read hives. The output is deterministic: every timestamp is the same fixed instant. This
+//! is a test double, not product code.
 //!
 //! Format reference: Maxim Suhanov, "Windows registry file format specification",
 //! <https://github.com/msuhanov/regf/blob/master/Windows%20registry%20file%20format%20specification.md>.
 
+use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{ensure, Context};
+use snapscan::registry::log::{marvin32, LOG_SEED};
 
 /// Every timestamp written: 2024-01-01T00:00:00Z as a FILETIME (100 ns since 1601).
 const TIMESTAMP: u64 = 133_485_408_000_000_000;
@@ -31,7 +38,7 @@ const HBIN_HEADER_SIZE: usize = 32;
 const HBIN_ALIGN: usize = 4096;
 /// "No cell" in an offset field.
 const NO_CELL: u32 = u32::MAX;
-/// The most value data one cell may hold; more needs a `db` big-data cell (hive 1.4+).
+/// The most value data one cell may hold; more is written as a `db` big-data cell (hive 1.4+).
 pub const MAX_VALUE_DATA: usize = 16344;
 /// The longest key name Windows accepts, in characters.
 const MAX_KEY_NAME: usize = 255;
@@ -109,6 +116,8 @@ pub struct Key {
     name: String,
     values: Vec<(String, Data)>,
     subkeys: Vec<Key>,
+    /// Uppercase subkey name → index in `subkeys`, so big keys are built in linear time.
+    index: HashMap<Vec<u16>, usize>,
 }
 
 impl Key {
@@ -117,6 +126,7 @@ impl Key {
             name: name.to_owned(),
             values: Vec::new(),
             subkeys: Vec::new(),
+            index: HashMap::new(),
         }
     }
 
@@ -131,10 +141,11 @@ impl Key {
         let mut key = self;
         for component in path.split('\\').filter(|c| !c.is_empty()) {
             let wanted = upcase(component);
-            let index = match key.subkeys.iter().position(|k| upcase(&k.name) == wanted) {
-                Some(index) => index,
+            let index = match key.index.get(&wanted) {
+                Some(&index) => index,
                 None => {
                     key.subkeys.push(Key::new(component));
+                    key.index.insert(wanted, key.subkeys.len() - 1);
                     key.subkeys.len() - 1
                 }
             };
@@ -197,6 +208,7 @@ impl Key {
 #[derive(Debug, Clone)]
 pub struct Hive {
     root: Key,
+    deleted: Vec<Key>,
 }
 
 impl Default for Hive {
@@ -216,6 +228,7 @@ impl Hive {
     pub fn with_root_name(name: &str) -> Hive {
         Hive {
             root: Key::new(name),
+            deleted: Vec::new(),
         }
     }
 
@@ -230,9 +243,22 @@ impl Hive {
         self.root.key(path)
     }
 
-    /// Serialise the hive. Errors for what this writer does not support: value data over
-    /// [`MAX_VALUE_DATA`] bytes, more than 65535 subkeys of one key, empty or over-long names.
+    /// A key written only as free cells, after the live tree: the stale data a deleted key
+    /// leaves, which no subkey list reaches.
+    pub fn deleted(&mut self, name: &str) -> &mut Key {
+        self.deleted.push(Key::new(name));
+        let last = self.deleted.len() - 1;
+        &mut self.deleted[last]
+    }
+
+    /// Serialise the hive. Errors for what this writer does not support: more than 65535
+    /// subkeys of one key, empty or over-long names.
     pub fn to_bytes(&self) -> anyhow::Result<Vec<u8>> {
+        self.to_bytes_with_sequence(1, 1)
+    }
+
+    /// Serialise with the given primary and secondary sequence numbers (differing: dirty).
+    fn to_bytes_with_sequence(&self, primary: u32, secondary: u32) -> anyhow::Result<Vec<u8>> {
         let mut bins = Bins::default();
         let keys = u32::try_from(self.root.count()).context("too many keys")?;
         let sk = bins.alloc(&sk_cell(keys))?;
@@ -240,12 +266,16 @@ impl Hive {
         bins.put_u32(sk, 4, sk);
         bins.put_u32(sk, 8, sk);
         let root = write_key(&mut bins, &self.root, NO_CELL, sk, true)?;
+        bins.free = true;
+        for key in &self.deleted {
+            write_key(&mut bins, key, root, sk, false)?;
+        }
         let data = bins.finish();
 
         let mut out = vec![0u8; BASE_BLOCK_SIZE];
         out[0..4].copy_from_slice(b"regf");
-        put(&mut out, 0x04, 1u32); // primary sequence number
-        put(&mut out, 0x08, 1u32); // secondary sequence number: equal means "clean"
+        put(&mut out, 0x04, primary);
+        put(&mut out, 0x08, secondary); // equal means "clean"
         out[0x0C..0x14].copy_from_slice(&TIMESTAMP.to_le_bytes());
         put(&mut out, 0x14, 1u32); // major version
         put(&mut out, 0x18, 5u32); // minor version: 1.5 (Windows XP and later)
@@ -262,6 +292,55 @@ impl Hive {
         put(&mut out, 0x1FC, checksum);
         out.extend(data);
         Ok(out)
+    }
+
+    /// A dirty primary file holding this hive (sequence numbers 2 and 1) and a new-format
+    /// transaction log whose one entry (sequence number 1) holds the pages of `newer` that
+    /// differ: a reader that replays the log sees `newer`, one that does not sees `self`.
+    pub fn dirty_with_log(&self, newer: &Hive) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+        let primary = self.to_bytes_with_sequence(2, 1)?;
+        let new = newer.to_bytes_with_sequence(2, 2)?;
+        let bins_len = u32::from_le_bytes(new[0x28..0x2C].try_into()?);
+        // Runs of differing 4 KiB pages of the hive bins data, as (offset, bytes).
+        let mut runs: Vec<(u32, Vec<u8>)> = Vec::new();
+        let mut prev_dirty = false;
+        for (i, page) in new[BASE_BLOCK_SIZE..].chunks(HBIN_ALIGN).enumerate() {
+            let at = BASE_BLOCK_SIZE + i * HBIN_ALIGN;
+            let dirty = primary.get(at..at + HBIN_ALIGN) != Some(page);
+            match runs.last_mut() {
+                Some((_, bytes)) if dirty && prev_dirty => bytes.extend(page),
+                _ if dirty => runs.push((u32::try_from(i * HBIN_ALIGN)?, page.to_vec())),
+                _ => {}
+            }
+            prev_dirty = dirty;
+        }
+        let mut entry = vec![0u8; 40];
+        entry[0..4].copy_from_slice(b"HvLE");
+        put(&mut entry, 12, 1); // sequence number: the primary's secondary one
+        put(&mut entry, 16, bins_len);
+        put(&mut entry, 20, u32::try_from(runs.len())?);
+        for (offset, bytes) in &runs {
+            entry.extend(offset.to_le_bytes());
+            entry.extend(u32::try_from(bytes.len())?.to_le_bytes());
+        }
+        for (_, bytes) in &runs {
+            entry.extend(bytes);
+        }
+        entry.resize(entry.len().next_multiple_of(512), 0);
+        let size = u32::try_from(entry.len())?;
+        put(&mut entry, 4, size);
+        let hash1 = marvin32(LOG_SEED, &entry[40..]);
+        entry[24..32].copy_from_slice(&hash1.to_le_bytes());
+        let hash2 = marvin32(LOG_SEED, &entry[..32]);
+        entry[32..40].copy_from_slice(&hash2.to_le_bytes());
+
+        // The log's first sector: the base block with file type 6 (new-format log).
+        let mut log = new[..512].to_vec();
+        put(&mut log, 0x1C, 6);
+        let checksum = checksum(&log[..0x1FC]);
+        put(&mut log, 0x1FC, checksum);
+        log.extend(entry);
+        Ok((primary, log))
     }
 
     /// Serialise the hive into the file at `path` (replacing it).
@@ -291,6 +370,8 @@ struct Bins {
     data: Vec<u8>,
     /// Where the next cell goes (offset into `data`, the same as the cell offset in the hive).
     cursor: usize,
+    /// Cells are written free (positive size): the stale data of deleted keys.
+    free: bool,
 }
 
 impl Bins {
@@ -309,8 +390,9 @@ impl Bins {
             self.cursor = bin + HBIN_HEADER_SIZE;
         }
         let offset = self.cursor;
-        // An allocated cell has a negative size.
-        let size_field = -i32::try_from(size).context("cell too big")?;
+        // An allocated cell has a negative size, a free one a positive size.
+        let size_field = i32::try_from(size).context("cell too big")?;
+        let size_field = if self.free { size_field } else { -size_field };
         self.data[offset..offset + 4].copy_from_slice(&size_field.to_le_bytes());
         self.data[offset + 4..offset + 4 + body.len()].copy_from_slice(body);
         self.cursor += size;
@@ -426,17 +508,24 @@ fn write_value(bins: &mut Bins, name: &str, type_code: u32, data: &[u8]) -> anyh
         utf16_len(name) / 2 <= MAX_VALUE_NAME,
         "value name longer than {MAX_VALUE_NAME} characters"
     );
-    if data.len() > MAX_VALUE_DATA {
-        bail!(
-            "{} bytes of data: this writer stores at most {MAX_VALUE_DATA} (no big-data cells)",
-            data.len()
-        );
-    }
     let len = u32::try_from(data.len())?;
     let (size_field, offset_field) = if data.len() <= 4 {
         let mut inline = [0u8; 4];
         inline[..data.len()].copy_from_slice(data);
         (len | DATA_INLINE, u32::from_le_bytes(inline))
+    } else if data.len() > MAX_VALUE_DATA {
+        // Big data: segments of MAX_VALUE_DATA bytes, a list of them, and the `db` cell.
+        let mut list = Vec::new();
+        for segment in data.chunks(MAX_VALUE_DATA) {
+            list.extend(bins.alloc(segment)?.to_le_bytes());
+        }
+        let segments = u16::try_from(list.len() / 4).context("too many big-data segments")?;
+        let list = bins.alloc(&list)?;
+        let mut db = b"db".to_vec();
+        db.extend(segments.to_le_bytes());
+        db.extend(list.to_le_bytes());
+        db.extend(0u32.to_le_bytes());
+        (len, bins.alloc(&db)?)
     } else {
         (len, bins.alloc(data)?)
     };
@@ -580,6 +669,248 @@ fn utf16z(s: &str) -> Vec<u8> {
 /// Write `value` little-endian at `at`.
 fn put(buf: &mut [u8], at: usize, value: u32) {
     buf[at..at + 4].copy_from_slice(&value.to_le_bytes());
+}
+
+/// `SOFTWARE` and `SYSTEM` hives of real sizes and layouts, for tests and benchmarks of readers
+/// that must not read a hive whole.
+///
+/// [`realistic::software`] holds the values of [`crate::windows::expected`] under
+/// `Microsoft\Windows NT\CurrentVersion`, [`realistic::programs`] in the `Uninstall` keys
+/// (native and `WOW6432Node`), and filler that imitates a real installation: COM classes
+/// (`Classes\CLSID\{...}\InprocServer32`), file associations, servicing packages with big-data
+/// blobs, and a big-data string ([`realistic::BIG_VALUE`]). [`realistic::system`] holds
+/// `Select`, `ControlSet001` with the host name and a few thousand service keys. The filler is
+/// deterministic.
+pub mod realistic {
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use anyhow::Context;
+    use snapscan::detect::OsInfo;
+    use snapscan::disk::reader::Disk;
+    use snapscan::inventory::Inventory;
+
+    use super::Hive;
+    use crate::windows::{expected, WindowsFlavor};
+
+    /// Programs in the `SOFTWARE` hive of the `windows-real-hives` fixture.
+    pub const FIXTURE_PROGRAMS: usize = 400;
+
+    /// What snapscan's native readers find on a disk image, and what it cost.
+    #[derive(Debug)]
+    pub struct Native {
+        /// The OS that inspection found.
+        pub os: Option<OsInfo>,
+        /// Bytes read from the image by inspection (partition table, probes, detection).
+        pub inspect_bytes: u64,
+        /// Wall time of inspection.
+        pub inspect_time: Duration,
+        /// The OS volume's inventory.
+        pub inventory: Inventory,
+        /// Bytes read by the inventory alone (a fresh disk handle: nothing cached).
+        pub inventory_bytes: u64,
+        /// Wall time of the inventory alone.
+        pub inventory_time: Duration,
+    }
+
+    /// Inspect `image` natively (as `snapscan inspect` does), then collect the inventory of its
+    /// OS volume through a fresh disk handle, measuring each.
+    pub fn read_natively(image: &Path) -> anyhow::Result<Native> {
+        let opts = snapscan::inspect::Options::default();
+        let started = Instant::now();
+        let disk = Disk::open(image)?;
+        let (report, _) = snapscan::inspect::enumerate(&disk, &opts)?;
+        let inspect_time = started.elapsed();
+        let inspect_bytes = disk.bytes_read();
+        let os = report.os_root().context("no OS found")?;
+        let index = os.volume.context("the OS has no volume")?;
+        let vol = report.volumes.get(index).context("no such volume")?;
+
+        let started = Instant::now();
+        let disk = Disk::open(image)?;
+        let volume = disk.volume(
+            vol.start_bytes,
+            vol.size_bytes,
+            snapscan::disk::reader::Budget::new(opts.volume_read_budget),
+        )?;
+        let found = os.clone();
+        let inventory =
+            snapscan::fs::with_native(vol.filesystem, &volume, opts.volume_timeout, move |fs| {
+                snapscan::inventory::collect(fs, &found)
+            })
+            .context("no native reader for the OS volume")??;
+        Ok(Native {
+            os: Some(os),
+            inspect_bytes,
+            inspect_time,
+            inventory,
+            inventory_bytes: disk.bytes_read(),
+            inventory_time: started.elapsed(),
+        })
+    }
+
+    /// The key and value name of a big-data `REG_SZ` in the `SOFTWARE` hive, and its length in
+    /// characters (over 16344 bytes of UTF-16: stored as `db`).
+    pub const BIG_VALUE: (&str, &str, usize) = (
+        r"Microsoft\Windows\CurrentVersion\Setup",
+        "SetupLog",
+        30_000,
+    );
+
+    /// The text of [`BIG_VALUE`].
+    pub fn big_value_text() -> String {
+        (0..BIG_VALUE.2)
+            .map(|i| char::from(b'a' + u8::try_from(i % 26).expect("below 26")))
+            .collect()
+    }
+
+    /// The programs in the `Uninstall` keys: `(DisplayName, DisplayVersion, Publisher, wow64)`,
+    /// `count` of them, every fourth one 32-bit.
+    pub fn programs(count: usize) -> Vec<(String, String, String, bool)> {
+        (0..count)
+            .map(|i| {
+                (
+                    format!("Contoso Tool {i:04}"),
+                    format!("{}.{}.{}", 1 + i % 9, i % 17, i),
+                    format!("Vendor {:02} Ltd.", i % 40),
+                    i % 4 == 3,
+                )
+            })
+            .collect()
+    }
+
+    /// A GUID-looking name for filler item `i` of kind `kind`.
+    fn guid(kind: u32, i: usize) -> String {
+        let i = u64::try_from(i).expect("small");
+        let x = (u64::from(kind) << 40) ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        format!(
+            "{{{:08X}-{:04X}-{:04X}-{:04X}-{:012X}}}",
+            x >> 32,
+            (x >> 16) & 0xFFFF,
+            x & 0xFFFF,
+            i & 0xFFFF,
+            x & 0xFFFF_FFFF_FFFF
+        )
+    }
+
+    /// A `SOFTWARE` hive with `programs` programs for `flavor`: `mib` MiB of servicing blobs
+    /// plus about 16 MiB of keys (126 MiB in all for `mib` = 110).
+    pub fn software(flavor: WindowsFlavor, programs: usize, mib: usize) -> Hive {
+        let e = expected(flavor);
+        let (build, ubr) = e.build.split_once('.').expect("build has a UBR");
+        let mut hive = Hive::with_root_name("CMI-CreateHive{199DAFC2-6F16-4946-BF90-5A3FC3A60902}");
+        // Classes first, as in a real hive: the biggest subtree, far from CurrentVersion.
+        for i in 0..12_000 {
+            let clsid = hive.key(&format!(r"Classes\CLSID\{}", guid(1, i)));
+            clsid.sz("", &format!("Contoso Component {i}"));
+            clsid
+                .key("InprocServer32")
+                .expand_sz("", &format!(r"%SystemRoot%\System32\component{i}.dll"))
+                .sz("ThreadingModel", "Both");
+        }
+        for i in 0..3_000 {
+            hive.key(&format!(r"Classes\.ext{i}"))
+                .sz("", &format!("Contoso.File.{i}"))
+                .sz("Content Type", "application/octet-stream");
+        }
+        hive.key(r"Microsoft\Windows NT\CurrentVersion")
+            .sz("SystemRoot", r"C:\Windows")
+            .sz("ProductName", e.product_name)
+            .sz("EditionID", e.edition)
+            .sz("InstallationType", e.installation_type)
+            .sz("CurrentVersion", "6.3")
+            .dword("CurrentMajorVersionNumber", 10)
+            .dword("CurrentMinorVersionNumber", 0)
+            .sz("CurrentBuild", build)
+            .sz("CurrentBuildNumber", build)
+            .dword("UBR", ubr.parse().expect("UBR is a number"))
+            .sz("DisplayVersion", e.display_version)
+            .sz("ReleaseId", "2009")
+            .qword("InstallTime", 133_485_408_000_000_000)
+            .binary("DigitalProductId4", &[0x5A; 1272]);
+        for i in 0..400 {
+            hive.key(r"Microsoft\Windows NT\CurrentVersion\Fonts").sz(
+                &format!("Contoso Font {i} (TrueType)"),
+                &format!("font{i}.ttf"),
+            );
+        }
+        let (key, name, _) = BIG_VALUE;
+        hive.key(key).sz(name, &big_value_text());
+        for (i, (name, version, publisher, wow64)) in
+            super::realistic::programs(programs).into_iter().enumerate()
+        {
+            let view = if wow64 { r"WOW6432Node\" } else { "" };
+            hive.key(&format!(
+                r"{view}Microsoft\Windows\CurrentVersion\Uninstall\{}",
+                guid(2, i)
+            ))
+            .sz("DisplayName", &name)
+            .sz("DisplayVersion", &version)
+            .sz("Publisher", &publisher)
+            .sz("InstallLocation", &format!(r"C:\Program Files\{name}\"))
+            .expand_sz("UninstallString", &format!(r"MsiExec.exe /X{}", guid(2, i)))
+            .sz("InstallDate", "20240110")
+            .dword("EstimatedSize", 20_480)
+            .dword("NoModify", 1)
+            .dword("Language", 1033);
+        }
+        // Updates without DisplayName and hidden system components, as on real Windows.
+        hive.key(r"Microsoft\Windows\CurrentVersion\Uninstall\AddressBook");
+        hive.key(r"Microsoft\Windows\CurrentVersion\Uninstall\Connection Manager")
+            .sz("DisplayName", "Connection Manager")
+            .dword("SystemComponent", 1);
+        // Servicing packages carry the bulk: one big-data blob each, up to the size asked for.
+        let blob = 60 * 1024;
+        for i in 0..(mib * 1024 * 1024 / blob) {
+            let data: Vec<u8> = (0..blob)
+                .map(|b| u8::try_from((b + i) % 251).expect("below 251"))
+                .collect();
+            hive.key(&format!(
+                r"Microsoft\Windows\CurrentVersion\Component Based Servicing\Packages\Package_{i:05}~31bf3856ad364e35~amd64~~10.0.{build}.1"
+            ))
+            .dword("CurrentState", 112)
+            .binary("CatalogBlob", &data);
+        }
+        for i in 0..6_000 {
+            hive.key(&format!(
+                r"Microsoft\Contoso\Component{:03}\Setting{i}",
+                i % 500
+            ))
+            .dword("Enabled", 1)
+            .sz("Path", &format!(r"C:\ProgramData\Contoso\{i}"));
+        }
+        hive
+    }
+
+    /// A `SYSTEM` hive of about `mib` MiB for `flavor`.
+    pub fn system(flavor: WindowsFlavor, mib: usize) -> Hive {
+        let e = expected(flavor);
+        let mut hive = Hive::with_root_name("ROOT");
+        hive.key("Select")
+            .dword("Current", 1)
+            .dword("Default", 1)
+            .dword("Failed", 0)
+            .dword("LastKnownGood", 1);
+        let set = hive.key("ControlSet001");
+        set.key(r"Control\ComputerName\ComputerName")
+            .sz("ComputerName", e.hostname);
+        set.key(r"Services\Tcpip\Parameters")
+            .sz("Hostname", e.hostname)
+            .sz("Domain", "");
+        // Services and their parameters, each with a mid-size binary value, up to the size.
+        let per_service = 4096;
+        for i in 0..(mib * 1024 * 1024 / per_service) {
+            set.key(&format!(r"Services\ContosoSvc{i:05}"))
+                .dword("Start", 3)
+                .dword("Type", 1)
+                .expand_sz(
+                    "ImagePath",
+                    &format!(r"\SystemRoot\System32\drivers\svc{i}.sys"),
+                )
+                .binary("FailureActions", &vec![0x11; per_service - 512]);
+        }
+        hive
+    }
 }
 
 #[cfg(test)]

@@ -49,6 +49,7 @@ fixture_tests! {
     luks => "luks",
     windows_server_2022 => "windows-server-2022",
     windows_11 => "windows-11",
+    windows_real_hives => "windows-real-hives",
     vfat_data => "vfat-data",
     exfat_data => "exfat-data",
     ntfs_data => "ntfs-data",

@@ -1,16 +1,24 @@
 //! The test hive writer (`snapscan_tests::hive`) and the synthetic Windows roots
-//! (`snapscan_tests::windows`), read back by two independent readers: hivex (`hivexget` and
-//! `hivexml` from Debian's libhivex-bin) and the `nt-hive` crate that snapscan itself uses.
+//! (`snapscan_tests::windows`), read back by independent readers: hivex (`hivexget` and
+//! `hivexml` from Debian's libhivex-bin) and the `nt-hive` crate, and by snapscan's own lazy
+//! reader (`snapscan::registry`), which must agree with them.
 //!
-//! Every value is checked with both readers, so a hive that only one of them accepts fails. When
-//! the hivex tools are missing, the hivex half is skipped with a printed note; the nt-hive half
-//! always runs.
+//! Every value is checked with every reader, so a hive that only one of them accepts fails.
+//! Beyond that: big-data values, deleted keys left as free cells, a dirty hive whose `.LOG1`
+//! holds newer pages (hivex, which does not replay logs, sees the old value; snapscan the new
+//! one), real-size `SOFTWARE`/`SYSTEM` hives cross-checked with hivexget, and a Windows image
+//! carrying them, inspected within a read budget. When the hivex tools are missing, the hivex
+//! half is skipped with a printed note; the rest always runs.
 
 use std::path::Path;
 use std::process::Command;
 
 use nt_hive::{KeyNode, KeyValueDataType};
-use snapscan_tests::hive::{Data, Hive, MAX_VALUE_DATA};
+use snapscan::fs::host::HostTree;
+use snapscan::fs::Rooted;
+use snapscan::registry::{self, HiveError};
+use snapscan_tests::hive::{realistic, Data, Hive, MAX_VALUE_DATA};
+use snapscan_tests::images;
 use snapscan_tests::windows::{expected, programs, write_root, WindowsFlavor};
 
 /// Whether the hivex tools are installed; prints a note when they are not.
@@ -149,6 +157,71 @@ fn with_nt_hive(bytes: &[u8], check: impl FnOnce(&KeyNode<&[u8]>)) {
     check(&root);
 }
 
+/// Open `dir/name` with snapscan's lazy reader (replaying `name.LOG1`/`.LOG2` if present) and
+/// run `check` on it.
+fn with_snapscan(dir: &Path, name: &str, check: impl FnOnce(&registry::Hive<'_>)) {
+    let fs = Rooted(HostTree::new(dir));
+    let hive = registry::Hive::open_path(&fs, name).expect("snapscan: open the hive");
+    check(&hive);
+}
+
+/// The value `name` of the key at `path` as snapscan reads it, decoded like `like` (raw bytes for
+/// REG_BINARY); `None` for REG_MULTI_SZ, which snapscan does not decode.
+fn snapscan_value(hive: &registry::Hive<'_>, path: &str, name: &str, like: &Data) -> Option<Data> {
+    fn failed<'a, T>(path: &'a str, name: &'a str) -> impl FnOnce(HiveError) -> T + 'a {
+        move |e| panic!("snapscan: '{path}' '{name}': {e}")
+    }
+    let key = hive
+        .key(path)
+        .unwrap_or_else(failed(path, name))
+        .unwrap_or_else(|| panic!("snapscan: no key '{path}'"));
+    let value = key
+        .value(name)
+        .unwrap_or_else(failed(path, name))
+        .unwrap_or_else(|| panic!("snapscan: no value '{name}' in '{path}'"));
+    assert_eq!(
+        value.data_type(),
+        like.type_code(),
+        "snapscan: type of {path} {name}"
+    );
+    let string = || {
+        value
+            .string(1 << 20)
+            .unwrap_or_else(failed(path, name))
+            .expect("a string")
+    };
+    Some(match like {
+        Data::Sz(_) => Data::Sz(string()),
+        Data::ExpandSz(_) => Data::ExpandSz(string()),
+        Data::Dword(_) => Data::Dword(
+            value
+                .dword()
+                .unwrap_or_else(failed(path, name))
+                .expect("a dword"),
+        ),
+        Data::Qword(_) => Data::Qword(
+            value
+                .qword()
+                .unwrap_or_else(failed(path, name))
+                .expect("a qword"),
+        ),
+        Data::Binary(_) => Data::Binary(value.data(1 << 20).unwrap_or_else(failed(path, name))),
+        Data::MultiSz(_) => return None,
+    })
+}
+
+/// The names of the subkeys of the key at `path`, in stored order, as snapscan reads them.
+fn snapscan_subkeys(hive: &registry::Hive<'_>, path: &str) -> Vec<String> {
+    hive.key(path)
+        .expect("snapscan: lookup")
+        .unwrap_or_else(|| panic!("snapscan: no key '{path}'"))
+        .subkeys(usize::MAX)
+        .expect("snapscan: subkey list")
+        .iter()
+        .map(|k| k.name().expect("snapscan: subkey name"))
+        .collect()
+}
+
 /// One value the writer test sets and reads back.
 struct Case {
     key: &'static str,
@@ -203,6 +276,17 @@ fn cases() -> Vec<Case> {
             r"Software\Vendor\App\Blobs",
             "Small",
             Data::Binary(b"\0\xff\n\r".to_vec()),
+        ),
+        // Over one cell: big data (db), three segments.
+        case(
+            r"Software\Vendor\App\Blobs",
+            "Huge",
+            Data::Binary((0..40_000u32).map(|i| (i % 253) as u8).collect()),
+        ),
+        case(
+            r"Software\Vendor\App\Blobs",
+            "LongText",
+            Data::Sz("0123456789".repeat(2_000)),
         ),
         case(r"Software\Ключ\Deep\Deeper\Deepest", "Wert", Data::Dword(7)),
         case("TopLevel", "Flag", Data::Qword(1)),
@@ -262,13 +346,28 @@ fn all_value_types_read_back_alike_by_hivex_and_nt_hive() {
         }
         assert_eq!(nt_hive_subkeys(root, ""), ["Software", "TopLevel"]);
     });
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("test.hive"), &bytes).expect("write hive");
+    with_snapscan(dir.path(), "test.hive", |hive| {
+        for c in cases() {
+            if let Some(got) = snapscan_value(hive, c.key, c.value, &c.data) {
+                assert_eq!(got, c.data, "snapscan: {} {}", c.key, c.value);
+            }
+        }
+        assert_eq!(snapscan_subkeys(hive, r"Software\Many"), sorted);
+        for name in &many {
+            let path = format!(r"software\many\{}", name.to_lowercase());
+            assert!(
+                hive.key(&path).expect("lookup").is_some(),
+                "snapscan: {path}"
+            );
+        }
+    });
 
     if !have_hivex() {
         return;
     }
-    let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("test.hive");
-    std::fs::write(&file, &bytes).expect("write hive");
     // hivexml visits every key: the root, each distinct path prefix of the cases, Software\Many
     // and its subkeys.
     let mut prefixes = std::collections::BTreeSet::new();
@@ -299,11 +398,6 @@ fn all_value_types_read_back_alike_by_hivex_and_nt_hive() {
 #[test]
 fn unsupported_hives_are_refused() {
     let table: Vec<(&str, Hive)> = vec![
-        ("value data over one cell", {
-            let mut h = Hive::new();
-            h.key("K").binary("V", &vec![0; MAX_VALUE_DATA + 1]);
-            h
-        }),
         ("empty REG_MULTI_SZ entry", {
             let mut h = Hive::new();
             h.key("K").multi_sz("V", &["a", "", "b"]);
@@ -488,4 +582,283 @@ fn windows_roots_hold_the_expected_registry_values() {
             }
         }
     }
+}
+
+#[test]
+fn deleted_keys_stay_invisible() {
+    let mut hive = Hive::new();
+    hive.key(r"Software\Kept").sz("Name", "kept");
+    hive.deleted("Removed")
+        .sz("Name", "stale")
+        .key("Child")
+        .dword("Old", 1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("deleted.hive");
+    hive.write(&file).expect("write");
+    let bytes = std::fs::read(&file).expect("read");
+    assert!(
+        bytes.windows(7).any(|w| w == b"Removed"),
+        "the stale key data is in the file"
+    );
+    with_nt_hive(&bytes, |root| {
+        assert_eq!(nt_hive_subkeys(root, ""), ["Software"]);
+    });
+    with_snapscan(dir.path(), "deleted.hive", |hive| {
+        assert_eq!(snapscan_subkeys(hive, ""), ["Software"]);
+        assert!(hive.key("Removed").expect("lookup").is_none());
+        let data = Data::Sz("kept".into());
+        assert_eq!(
+            snapscan_value(hive, r"Software\Kept", "Name", &data),
+            Some(data)
+        );
+    });
+    if have_hivex() {
+        assert_eq!(
+            hivexml(&file).matches("<node ").count(),
+            3,
+            "root, Software, Kept"
+        );
+    }
+}
+
+#[test]
+fn dirty_hive_is_replayed_from_its_log() {
+    let mut old = Hive::new();
+    old.key(r"Microsoft\Windows NT\CurrentVersion")
+        .sz("ProductName", "Old Windows")
+        .dword("UBR", 1);
+    let mut new = old.clone();
+    new.key(r"Microsoft\Windows NT\CurrentVersion")
+        .sz("ProductName", "New Windows")
+        .dword("UBR", 2);
+    // Enough new keys that the hive bins data grows: the log's size must be used.
+    for i in 0..200 {
+        new.key(&format!(r"Microsoft\Added\Key{i}"))
+            .sz("Text", &"x".repeat(100));
+    }
+    let (primary, log) = old.dirty_with_log(&new).expect("dirty_with_log");
+    assert!(new.to_bytes().expect("to_bytes").len() > primary.len());
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("SOFTWARE"), &primary).expect("write primary");
+    let cv = r"Microsoft\Windows NT\CurrentVersion";
+    let name = Data::Sz(String::new());
+    // Without the log: the primary's own (old) values.
+    with_snapscan(dir.path(), "SOFTWARE", |hive| {
+        assert!(hive.is_dirty());
+        assert_eq!(hive.replayed(), 0);
+        assert_eq!(
+            snapscan_value(hive, cv, "ProductName", &name),
+            Some(Data::Sz("Old Windows".into()))
+        );
+    });
+    std::fs::write(dir.path().join("SOFTWARE.LOG1"), &log).expect("write log");
+    with_snapscan(dir.path(), "SOFTWARE", |hive| {
+        assert_eq!(hive.replayed(), 1);
+        assert_eq!(
+            snapscan_value(hive, cv, "ProductName", &name),
+            Some(Data::Sz("New Windows".into()))
+        );
+        assert_eq!(
+            snapscan_value(hive, cv, "UBR", &Data::Dword(0)),
+            Some(Data::Dword(2))
+        );
+        assert_eq!(snapscan_subkeys(hive, r"Microsoft\Added").len(), 200);
+    });
+    // Detection over a Windows tree carrying the dirty hive reports the replayed values.
+    let config = dir.path().join("Windows/System32/config");
+    std::fs::create_dir_all(&config).expect("config dir");
+    std::fs::write(config.join("SOFTWARE"), &primary).expect("write primary");
+    std::fs::write(config.join("SOFTWARE.LOG1"), &log).expect("write log");
+    let os = snapscan::detect::detect(&Rooted(HostTree::new(dir.path())))
+        .expect("detect")
+        .expect("windows");
+    assert_eq!(os.registry_product_name.as_deref(), Some("New Windows"));
+    if have_hivex() {
+        // hivex does not replay logs: it reads the primary as it is.
+        let file = dir.path().join("SOFTWARE");
+        assert_eq!(hivexget(&file, cv, "ProductName"), b"Old Windows\n");
+    }
+}
+
+/// The values of `key` that both hivexget and snapscan must read alike in the real-size hives.
+fn real_size_values(flavor: WindowsFlavor) -> Vec<(&'static str, &'static str, Data)> {
+    let e = expected(flavor);
+    let (build, ubr) = e.build.split_once('.').expect("build has a UBR");
+    let cv = r"Microsoft\Windows NT\CurrentVersion";
+    let (big_key, big_name, _) = realistic::BIG_VALUE;
+    vec![
+        (cv, "ProductName", Data::Sz(e.product_name.into())),
+        (cv, "CurrentBuild", Data::Sz(build.into())),
+        (cv, "UBR", Data::Dword(ubr.parse().expect("UBR"))),
+        (cv, "DisplayVersion", Data::Sz(e.display_version.into())),
+        (cv, "EditionID", Data::Sz(e.edition.into())),
+        (cv, "InstallationType", Data::Sz(e.installation_type.into())),
+        (cv, "CurrentMajorVersionNumber", Data::Dword(10)),
+        (cv, "InstallTime", Data::Qword(133_485_408_000_000_000)),
+        (big_key, big_name, Data::Sz(realistic::big_value_text())),
+    ]
+}
+
+#[test]
+fn real_size_hives_read_alike_by_hivex_and_snapscan() {
+    let flavor = WindowsFlavor::Server2022;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let software = dir.path().join("SOFTWARE");
+    let system = dir.path().join("SYSTEM");
+    realistic::software(flavor, realistic::FIXTURE_PROGRAMS, 110)
+        .write(&software)
+        .expect("write SOFTWARE");
+    realistic::system(flavor, 20)
+        .write(&system)
+        .expect("write SYSTEM");
+    let size = |p: &Path| std::fs::metadata(p).expect("stat").len();
+    assert!(
+        size(&software) > 100 << 20,
+        "SOFTWARE is {} bytes",
+        size(&software)
+    );
+    assert!(
+        size(&system) > 10 << 20,
+        "SYSTEM is {} bytes",
+        size(&system)
+    );
+
+    let values = real_size_values(flavor);
+    let views = [
+        (r"Microsoft\Windows\CurrentVersion\Uninstall", false),
+        (
+            r"WOW6432Node\Microsoft\Windows\CurrentVersion\Uninstall",
+            true,
+        ),
+    ];
+    // (view, subkey, DisplayName, DisplayVersion, Publisher) as snapscan lists them.
+    let mut listed = Vec::new();
+    with_snapscan(dir.path(), "SOFTWARE", |hive| {
+        for (key, name, data) in &values {
+            assert_eq!(
+                snapscan_value(hive, key, name, data).as_ref(),
+                Some(data),
+                "{key} {name}"
+            );
+        }
+        for (view, _) in views {
+            for sub in snapscan_subkeys(hive, view) {
+                let path = format!(r"{view}\{sub}");
+                let key = hive.key(&path).expect("lookup").expect("subkey");
+                let sz = |name| {
+                    key.value(name)
+                        .expect("value")
+                        .map(|v| v.string(4096).expect("string").expect("REG_SZ"))
+                };
+                if let Some(display) = sz("DisplayName") {
+                    listed.push((
+                        view,
+                        sub,
+                        display,
+                        sz("DisplayVersion").unwrap_or_default(),
+                        sz("Publisher").unwrap_or_default(),
+                    ));
+                }
+            }
+        }
+    });
+    let mut got: Vec<_> = listed
+        .iter()
+        .filter(|l| l.2 != "Connection Manager")
+        .map(|(view, _, n, v, p)| (n.clone(), v.clone(), p.clone(), view.contains("WOW6432")))
+        .collect();
+    got.sort();
+    let mut want = realistic::programs(realistic::FIXTURE_PROGRAMS);
+    want.sort();
+    assert_eq!(got, want, "Uninstall entries");
+    with_snapscan(dir.path(), "SYSTEM", |hive| {
+        let params = r"ControlSet001\Services\Tcpip\Parameters";
+        let host = Data::Sz(expected(flavor).hostname.into());
+        assert_eq!(snapscan_value(hive, params, "Hostname", &host), Some(host));
+    });
+
+    if !have_hivex() {
+        return;
+    }
+    for (key, name, data) in &values {
+        assert_eq!(
+            String::from_utf8_lossy(&hivexget(&software, key, name)),
+            String::from_utf8_lossy(&hivexget_form(data)),
+            "hivexget {key} {name}"
+        );
+    }
+    // Every 25th program, in both views, read back by hivexget.
+    let programs = listed.iter().filter(|l| l.2 != "Connection Manager");
+    for (view, sub, name, version, publisher) in programs.step_by(25) {
+        let key = format!(r"{view}\{sub}");
+        assert_eq!(
+            hivexget(&software, &key, "DisplayName"),
+            format!("{name}\n").as_bytes()
+        );
+        assert_eq!(
+            hivexget(&software, &key, "DisplayVersion"),
+            format!("{version}\n").as_bytes()
+        );
+        assert_eq!(
+            hivexget(&software, &key, "Publisher"),
+            format!("{publisher}\n").as_bytes()
+        );
+    }
+    assert_eq!(
+        hivexget(
+            &system,
+            r"ControlSet001\Services\Tcpip\Parameters",
+            "Hostname"
+        ),
+        format!("{}\n", expected(flavor).hostname).as_bytes()
+    );
+}
+
+#[test]
+fn real_size_windows_image_is_read_lazily() {
+    if !images::is_root() {
+        snapscan_tests::skip("windows-real-hives: building it needs root");
+        return;
+    }
+    let image = images::image("windows-real-hives").expect("windows-real-hives fixture");
+    let got = realistic::read_natively(&image).expect("read the image natively");
+    let e = expected(WindowsFlavor::Server2022);
+    let os = got.os.expect("an OS");
+    assert_eq!(os.id, "windows");
+    assert_eq!(os.name.as_deref(), Some(e.name));
+    assert_eq!(os.build.as_deref(), Some(e.build));
+    assert_eq!(os.hostname.as_deref(), Some(e.hostname));
+    assert_eq!(os.arch.as_deref(), Some(e.arch));
+    let mut found: Vec<_> = got
+        .inventory
+        .packages
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.version.clone().unwrap_or_default(),
+                p.publisher.clone().unwrap_or_default(),
+                p.arch.as_deref() == Some("x86"),
+            )
+        })
+        .collect();
+    found.sort();
+    let mut want = realistic::programs(realistic::FIXTURE_PROGRAMS);
+    want.sort();
+    assert_eq!(found, want, "programs (the system component is hidden)");
+    assert!(
+        got.inventory.warnings.is_empty(),
+        "{:?}",
+        got.inventory.warnings
+    );
+    assert!(
+        got.inspect_bytes < 8 << 20,
+        "inspect read {} bytes",
+        got.inspect_bytes
+    );
+    assert!(
+        got.inventory_bytes < 32 << 20,
+        "the inventory read {} bytes",
+        got.inventory_bytes
+    );
 }

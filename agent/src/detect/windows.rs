@@ -18,25 +18,24 @@
 //! (what JSON consumers read as the product), while [`OsInfo::registry_product_name`] keeps the
 //! registry's words.
 //!
-//! It does not walk the registry or the volume, does not replay the hives' transaction logs
-//! (`*.LOG1`, `*.LOG2`): a hive of a running system is often "dirty" (its sequence numbers differ)
-//! and is read as it is, so the newest changes may be missing. It reads no other hive, lists no
-//! programs (that is the inventory's job), and never runs anything from the disk.
+//! The hives are read lazily by [`crate::registry`]: only the base block and the cells on the
+//! way to these keys, a few pages of a hive of any size. A hive of a running system is often
+//! "dirty" (its sequence numbers differ): its new-format transaction logs (`SOFTWARE.LOG1`,
+//! `SOFTWARE.LOG2` next to it) are replayed in memory, so the newest values are read; old-format
+//! logs (Windows 8 and older) are not, and such a hive is read as it is. It does not walk the
+//! registry or the volume, reads no other hive, lists no programs (that is the inventory's job),
+//! and never runs anything from the disk.
 //!
-//! The hives come from an untrusted disk. A missing, oversized or corrupt hive, or a value of the
-//! wrong type, only leaves fields empty: Windows is still reported. Only device errors
-//! ([`FsError::Io`], [`FsError::Timeout`]) stop detection. `nt-hive` checks bounds on every
-//! access but can still panic on some hostile hives (an `assert!` on a cell offset of
-//! `0xFFFFFFFF`, an unchecked subtraction on a cell size of 0, a wrong base-block signature):
-//! the header cases are checked before nt-hive sees them, and each hive parse runs under
-//! `catch_unwind`, a panic counting as "nothing read" (the caller still contains everything else,
-//! see [`crate::fs::contain`]).
+//! The hives come from an untrusted disk. A missing or corrupt hive, or a value of the wrong
+//! type, only leaves fields empty: Windows is still reported. Only device errors
+//! ([`FsError::Io`], [`FsError::Timeout`]) stop detection. The reader checks every offset and
+//! bounds its work, so a hostile hive cannot make it panic (the `registry_hive` fuzz target
+//! checks that).
 //! Registry format: <https://github.com/msuhanov/regf/blob/master/Windows%20registry%20file%20format%20specification.md>.
-
-use nt_hive::{Hive, KeyNode, NtHiveError};
 
 use super::{arch, OsFamily, OsInfo};
 use crate::fs::{FileType, FsError, RootFs};
+use crate::registry::{Hive, HiveError, Key};
 
 /// The directory whose presence means "this volume holds Windows".
 pub const CONFIG_DIR: &str = "/Windows/System32/config";
@@ -44,9 +43,6 @@ pub const CONFIG_DIR: &str = "/Windows/System32/config";
 pub const SOFTWARE_HIVE: &str = "/Windows/System32/config/SOFTWARE";
 /// The `SYSTEM` hive (`HKLM\SYSTEM`).
 pub const SYSTEM_HIVE: &str = "/Windows/System32/config/SYSTEM";
-/// Largest hive read. A real `SOFTWARE` hive is 50-150 MiB, `SYSTEM` 10-30 MiB; hives are read
-/// whole because `nt-hive` parses a byte slice.
-pub const MAX_HIVE_LEN: u64 = 512 * 1024 * 1024;
 
 /// Executables whose PE header gives the system's architecture, most telling first.
 const ARCH_PROBES: [&str; 2] = [
@@ -61,8 +57,7 @@ const CURRENT_VERSION_KEY: &str = r"Microsoft\Windows NT\CurrentVersion";
 const FIRST_WINDOWS_11_BUILD: u32 = 22000;
 
 /// Largest registry string read, in bytes of UTF-16 data. The values read here are short; the
-/// cap also keeps a hostile big-data value, whose segments may all point at one cell, from
-/// expanding a small hive into a string of hundreds of MiB.
+/// cap also keeps a hostile big-data value from expanding a small hive into a huge string.
 const MAX_STRING_DATA: u32 = 2048;
 
 /// Detect Windows on a volume: `Ok(None)` when the volume holds no Windows (no
@@ -80,29 +75,32 @@ pub fn detect(fs: &dyn RootFs) -> Result<Option<OsInfo>, FsError> {
         Err(e) if e.is_device_error() => return Err(e),
         Err(_) => return Ok(None),
     }
-    // One hive in memory at a time: each buffer is dropped once its values are out.
-    let version = read_hive(fs, SOFTWARE_HIVE)?
-        .map(|bytes| contained(|| current_version(&bytes)))
-        .unwrap_or_default();
-    let hostname = read_hive(fs, SYSTEM_HIVE)?.and_then(|bytes| contained(|| hostname(&bytes)));
+    let version = soft(with_hive(fs, SOFTWARE_HIVE, current_version))?.unwrap_or_default();
+    let hostname = soft(with_hive(fs, SYSTEM_HIVE, hostname))?.flatten();
     let arch = system_arch(fs)?;
     Ok(Some(os_info(&version, hostname, arch)))
 }
 
-/// Read a whole hive; absent, oversized or unreadable is `None`, a device error is an error.
-fn read_hive(fs: &dyn RootFs, path: &str) -> Result<Option<Vec<u8>>, FsError> {
-    match fs.read_file(path, MAX_HIVE_LEN) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.is_device_error() => Err(e),
-        Err(_) => Ok(None),
-    }
+/// Open the hive at `path` (replaying its logs) and run `read` over it.
+///
+/// # Errors
+///
+/// The hive's error: [`HiveError::File`] when absent, a device error, a corrupt hive.
+pub(crate) fn with_hive<T>(
+    fs: &dyn RootFs,
+    path: &str,
+    read: impl FnOnce(&Hive<'_>) -> Result<T, HiveError>,
+) -> Result<T, HiveError> {
+    read(&Hive::open_path(fs, path)?)
 }
 
-/// Run a parse of hive bytes, taking a panic inside nt-hive for "nothing could be read", so a
-/// hostile hive leaves fields empty instead of hiding the whole Windows. The parse only reads
-/// the borrowed bytes, so nothing is left half-changed.
-pub(crate) fn contained<T: Default>(parse: impl FnOnce() -> T + std::panic::UnwindSafe) -> T {
-    std::panic::catch_unwind(parse).unwrap_or_default()
+/// A device error out, every other hive error as "nothing read".
+fn soft<T>(read: Result<T, HiveError>) -> Result<Option<T>, FsError> {
+    match read {
+        Ok(v) => Ok(Some(v)),
+        Err(HiveError::Device(e)) => Err(e),
+        Err(_) => Ok(None),
+    }
 }
 
 /// Architecture from the PE header of the first probe that has one.
@@ -212,93 +210,90 @@ fn windows_11_name(product: &str) -> String {
     product.to_owned()
 }
 
-/// Open a hive, accepting a dirty one (primary and secondary sequence numbers differ, as in a
-/// snapshot of a running system); `None` when the header is not a hive's.
-pub(crate) fn open_hive(bytes: &[u8]) -> Option<Hive<&[u8]>> {
-    // Two checks nt-hive 0.3 cannot make without panicking. A wrong signature: its error path
-    // computes the field's offset with `assert!(field_address > base_address)`, false for the
-    // signature at offset 0. A root cell offset of 0xFFFFFFFF (the "no cell" marker):
-    // `root_key_node` asserts it is not.
-    const SIGNATURE: &[u8] = b"regf";
-    const ROOT_CELL_OFFSET: usize = 0x24;
-    if bytes.get(..SIGNATURE.len()) != Some(SIGNATURE)
-        || bytes.get(ROOT_CELL_OFFSET..ROOT_CELL_OFFSET.saturating_add(4)) == Some(&[0xff; 4][..])
-    {
-        return None;
-    }
-    let hive = Hive::without_validation(bytes).ok()?;
-    // `validate` stops at the first failed check and checks the sequence numbers right after
-    // the signature, so a mismatch skips the version, type and checksum checks: the major
-    // version is checked here; the rest are not needed for safe access, which nt-hive
-    // bounds-checks anyway.
-    match hive.validate() {
-        Ok(()) | Err(NtHiveError::SequenceNumberMismatch { .. }) => {}
-        Err(_) => return None,
-    }
-    (hive.major_version() == 1).then_some(hive)
-}
-
 /// A string value: `None` when absent, not `REG_SZ`/`REG_EXPAND_SZ`, longer than
-/// [`MAX_STRING_DATA`], empty, or holding control characters.
-pub(crate) fn string_value(key: &KeyNode<&[u8]>, name: &str) -> Option<String> {
-    let value = key.value(name)?.ok()?;
-    if value.data_size() > MAX_STRING_DATA {
-        return None;
+/// [`MAX_STRING_DATA`], unreadable, empty, or holding control characters.
+///
+/// # Errors
+///
+/// Device errors only.
+pub(crate) fn string_value(key: &Key<'_>, name: &str) -> Result<Option<String>, HiveError> {
+    let text = soft_value(key.value(name).and_then(|v| match v {
+        Some(v) => v.string(MAX_STRING_DATA),
+        None => Ok(None),
+    }))?;
+    Ok(text.and_then(|text| {
+        let text = text.trim();
+        (!text.is_empty() && !text.chars().any(char::is_control)).then(|| text.to_owned())
+    }))
+}
+
+/// A `REG_DWORD` value; `None` when absent, of another type or unreadable.
+///
+/// # Errors
+///
+/// Device errors only.
+pub(crate) fn dword_value(key: &Key<'_>, name: &str) -> Result<Option<u32>, HiveError> {
+    soft_value(key.value(name).and_then(|v| match v {
+        Some(v) => v.dword(),
+        None => Ok(None),
+    }))
+}
+
+/// A value read: a device error stays an error, any other failure is "no value".
+fn soft_value<T>(read: Result<Option<T>, HiveError>) -> Result<Option<T>, HiveError> {
+    match read {
+        Err(e) if !e.is_device_error() => Ok(None),
+        other => other,
     }
-    let text = value.string_data().ok()?;
-    let text = text.trim();
-    (!text.is_empty() && !text.chars().any(char::is_control)).then(|| text.to_owned())
 }
 
-/// A `REG_DWORD` value; `None` when absent or of another type.
-pub(crate) fn dword_value(key: &KeyNode<&[u8]>, name: &str) -> Option<u32> {
-    key.value(name)?.ok()?.dword_data().ok()
-}
-
-/// The version values of a `SOFTWARE` hive; all `None` when the hive or key is unreadable.
-fn current_version(bytes: &[u8]) -> CurrentVersion {
-    let Some(hive) = open_hive(bytes) else {
-        return CurrentVersion::default();
-    };
-    let Some(key) = hive
-        .root_key_node()
-        .ok()
-        .and_then(|root| root.subpath(CURRENT_VERSION_KEY)?.ok())
-    else {
-        return CurrentVersion::default();
+/// The version values of a `SOFTWARE` hive; all `None` when the key is absent.
+fn current_version(hive: &Hive<'_>) -> Result<CurrentVersion, HiveError> {
+    let Some(key) = hive.key(CURRENT_VERSION_KEY)? else {
+        return Ok(CurrentVersion::default());
     };
     let string = |name| string_value(&key, name);
-    CurrentVersion {
-        product_name: string("ProductName"),
-        build: string("CurrentBuild").or_else(|| string("CurrentBuildNumber")),
-        ubr: dword_value(&key, "UBR"),
-        display_version: string("DisplayVersion").or_else(|| string("ReleaseId")),
-        edition_id: string("EditionID"),
-        installation_type: string("InstallationType"),
-        major: dword_value(&key, "CurrentMajorVersionNumber"),
-        minor: dword_value(&key, "CurrentMinorVersionNumber"),
-        current_version: string("CurrentVersion"),
-    }
+    let either = |a, b| -> Result<Option<String>, HiveError> {
+        Ok(match string(a)? {
+            Some(v) => Some(v),
+            None => string(b)?,
+        })
+    };
+    Ok(CurrentVersion {
+        product_name: string("ProductName")?,
+        build: either("CurrentBuild", "CurrentBuildNumber")?,
+        ubr: dword_value(&key, "UBR")?,
+        display_version: either("DisplayVersion", "ReleaseId")?,
+        edition_id: string("EditionID")?,
+        installation_type: string("InstallationType")?,
+        major: dword_value(&key, "CurrentMajorVersionNumber")?,
+        minor: dword_value(&key, "CurrentMinorVersionNumber")?,
+        current_version: string("CurrentVersion")?,
+    })
 }
 
 /// The host name from a `SYSTEM` hive: the control set that `Select\Current` names (else
 /// `ControlSet001`), its TCP/IP `Hostname`, else its `ComputerName`.
-fn hostname(bytes: &[u8]) -> Option<String> {
-    let hive = open_hive(bytes)?;
-    let root = hive.root_key_node().ok()?;
-    let current = root
-        .subkey("Select")
-        .and_then(Result::ok)
-        .and_then(|select| dword_value(&select, "Current"))
-        .filter(|n| (1..=999).contains(n))
-        .unwrap_or(1);
-    let set = root.subkey(&format!("ControlSet{current:03}"))?.ok()?;
-    let from = |path: &str, name: &str| {
-        let key = set.subpath(path)?.ok()?;
-        string_value(&key, name).filter(|h| !h.chars().any(char::is_whitespace))
+fn hostname(hive: &Hive<'_>) -> Result<Option<String>, HiveError> {
+    let root = hive.root()?;
+    let current = match soft_value(root.subkey("Select"))? {
+        Some(select) => dword_value(&select, "Current")?,
+        None => None,
     };
-    from(r"Services\Tcpip\Parameters", "Hostname")
-        .or_else(|| from(r"Control\ComputerName\ComputerName", "ComputerName"))
+    let current = current.filter(|n| (1..=999).contains(n)).unwrap_or(1);
+    let Some(set) = root.subkey(&format!("ControlSet{current:03}"))? else {
+        return Ok(None);
+    };
+    let from = |path: &str, name: &str| -> Result<Option<String>, HiveError> {
+        let Some(key) = soft_value(set.subpath(path))? else {
+            return Ok(None);
+        };
+        Ok(string_value(&key, name)?.filter(|h| !h.chars().any(char::is_whitespace)))
+    };
+    Ok(match from(r"Services\Tcpip\Parameters", "Hostname")? {
+        Some(h) => Some(h),
+        None => from(r"Control\ComputerName\ComputerName", "ComputerName")?,
+    })
 }
 
 #[cfg(test)]
@@ -590,7 +585,7 @@ pub(crate) mod tests {
         tree
     }
 
-    /// A 4 KiB base block that passes nt-hive's validation, with `root` as the root cell offset
+    /// A valid 4 KiB base block with `root` as the root cell offset
     /// and no hive bins.
     fn base_block(root: u32, seq2: u32) -> Vec<u8> {
         let mut b = vec![0u8; 4096];
@@ -616,8 +611,8 @@ pub(crate) mod tests {
     }
 
     /// A hive that passes the header checks and whose root key has one subkey, at cell offset
-    /// 0xFFFFFFFF: nt-hive 0.3 asserts on it as soon as a subkey is looked up.
-    pub(crate) fn panicking_hive() -> Vec<u8> {
+    /// 0xFFFFFFFF (nt-hive 0.3 asserted on it as soon as a subkey was looked up).
+    pub(crate) fn hostile_hive() -> Vec<u8> {
         let mut hive = base_block(0x20, 1);
         let mut bins = vec![0u8; 4096];
         bins[..4].copy_from_slice(b"hbin");
@@ -648,19 +643,11 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn nt_hive_panics_are_contained() {
-        let hive = panicking_hive();
-        let bytes = &hive[..];
-        assert!(
-            std::panic::catch_unwind(|| {
-                let hive = Hive::new(bytes).expect("valid header");
-                let root = hive.root_key_node().expect("root");
-                root.subkey("Microsoft").map(|k| k.is_ok())
-            })
-            .is_err(),
-            "nt-hive no longer panics here; the test hive needs another trigger"
-        );
-        let fs = Rooted(windows_tree(Some(bytes), Some(bytes)));
+    fn hostile_hive_leaves_fields_empty() {
+        // nt-hive 0.3 asserted on this hive's subkey at cell 0xFFFFFFFF; the lazy reader calls
+        // it corrupt.
+        let hive = hostile_hive();
+        let fs = Rooted(windows_tree(Some(&hive), Some(&hive)));
         let os = detect(&fs).expect("detect").expect("windows");
         let mut want = OsInfo::new(OsFamily::Windows, "windows");
         want.arch = Some("aarch64".into());
@@ -713,7 +700,7 @@ pub(crate) mod tests {
                 software: Some(base_block(0x20, 2)),
                 system: Some(base_block(0x20, 7)),
             },
-            // nt-hive 0.3 would panic on an assert here; open_hive refuses it first.
+            // nt-hive 0.3 asserted on this one.
             Case {
                 name: "root cell offset 0xffffffff",
                 software: Some(base_block(u32::MAX, 1)),
@@ -852,7 +839,7 @@ pub(crate) mod tests {
                 error: FsError::TooLarge {
                     path: SOFTWARE_HIVE.into(),
                     len: u64::MAX,
-                    limit: MAX_HIVE_LEN,
+                    limit: 1 << 30,
                 },
                 want: Ok(true),
             },

@@ -1,6 +1,7 @@
 //! Windows: installed programs from the registry, as "Programs and Features" lists them.
 //!
-//! Reads the `SOFTWARE` hive ([`SOFTWARE_HIVE`], at most [`MAX_HIVE_LEN`]) and, in it, every
+//! Reads the `SOFTWARE` hive ([`SOFTWARE_HIVE`], lazily through [`crate::registry`], its
+//! new-format transaction logs replayed when it is dirty, like detection does) and, in it, every
 //! subkey of `Microsoft\Windows\CurrentVersion\Uninstall` (the native view) and of
 //! `WOW6432Node\Microsoft\Windows\CurrentVersion\Uninstall` (32-bit installers on 64-bit
 //! Windows): `DisplayName`, `DisplayVersion`, `Publisher`. A key without a `DisplayName` (like
@@ -10,23 +11,21 @@
 //!
 //! It does not read per-user installs (`NTUSER.DAT` of each profile), MSI product records
 //! (`Installer\Products`), installed updates (`Packages` under Component Based Servicing), Store
-//! apps (AppX), or hive transaction logs (a dirty hive is read as it is, like detection does).
-//! Updates registered as `Uninstall` entries with a `DisplayName` are listed like programs.
+//! apps (AppX), or old-format transaction logs. Updates registered as `Uninstall` entries with a
+//! `DisplayName` are listed like programs.
 //!
-//! The hive is untrusted: it is opened with the checks of [`crate::detect::windows`], strings
-//! are capped there, at most [`MAX_PROGRAMS`] keys are looked at per view, and the whole parse
-//! runs under `catch_unwind` (nt-hive can panic on some hostile hives), a panic being a
-//! warning. Registry format:
+//! The hive is untrusted: strings are capped as in [`crate::detect::windows`], at most
+//! [`MAX_PROGRAMS`] keys are looked at per view, and a corrupt hive or `Uninstall` list is a
+//! warning (a corrupt value only leaves its field empty). Registry format:
 //! <https://github.com/msuhanov/regf/blob/master/Windows%20registry%20file%20format%20specification.md>.
 #![deny(clippy::arithmetic_side_effects, clippy::as_conversions)]
 
-use nt_hive::KeyNode;
-
-use super::{read_db, Ecosystem, Inventory, Package};
-use crate::detect::windows::{contained, dword_value, open_hive, string_value};
-pub use crate::detect::windows::{MAX_HIVE_LEN, SOFTWARE_HIVE};
+use super::{Ecosystem, Inventory, Package};
+pub use crate::detect::windows::SOFTWARE_HIVE;
+use crate::detect::windows::{dword_value, string_value, with_hive};
 use crate::detect::OsInfo;
 use crate::fs::{FsError, RootFs};
+use crate::registry::{Hive, HiveError, Key};
 
 /// The native `Uninstall` key.
 pub const UNINSTALL: &str = r"Microsoft\Windows\CurrentVersion\Uninstall";
@@ -57,34 +56,35 @@ pub struct Entry {
     pub system_component: Option<u32>,
 }
 
-/// The `Uninstall` entries of a `SOFTWARE` hive, per view; `None` when the hive cannot be
-/// opened at all. A view whose key is absent gives no entries.
-pub fn entries(hive: &[u8]) -> Option<Vec<(View, Entry)>> {
-    let hive = open_hive(hive)?;
-    let root = hive.root_key_node().ok()?;
+/// The `Uninstall` entries of a `SOFTWARE` hive, per view. A view whose key is absent gives no
+/// entries.
+///
+/// # Errors
+///
+/// A corrupt hive or `Uninstall` key (a corrupt value only leaves its field empty); device
+/// errors.
+pub fn entries(hive: &Hive<'_>) -> Result<Vec<(View, Entry)>, HiveError> {
+    let root = hive.root()?;
     let mut out = Vec::new();
     for (view, path) in [(View::Native, UNINSTALL), (View::Wow64, UNINSTALL_WOW64)] {
-        let Some(Ok(key)) = root.subpath(path) else {
+        let Some(key) = root.subpath(path)? else {
             continue;
         };
-        let Some(Ok(subkeys)) = key.subkeys() else {
-            continue;
-        };
-        for sub in subkeys.take(MAX_PROGRAMS).flatten() {
-            out.push((view, entry(&sub)));
+        for sub in key.subkeys(MAX_PROGRAMS)? {
+            out.push((view, entry(&sub)?));
         }
     }
-    Some(out)
+    Ok(out)
 }
 
 /// The values of one subkey.
-fn entry(key: &KeyNode<&[u8]>) -> Entry {
-    Entry {
-        display_name: string_value(key, "DisplayName"),
-        display_version: string_value(key, "DisplayVersion"),
-        publisher: string_value(key, "Publisher"),
-        system_component: dword_value(key, "SystemComponent"),
-    }
+fn entry(key: &Key<'_>) -> Result<Entry, HiveError> {
+    Ok(Entry {
+        display_name: string_value(key, "DisplayName")?,
+        display_version: string_value(key, "DisplayVersion")?,
+        publisher: string_value(key, "Publisher")?,
+        system_component: dword_value(key, "SystemComponent")?,
+    })
 }
 
 /// The architecture of each view's programs on a system of architecture `os_arch`.
@@ -118,22 +118,18 @@ pub fn programs(entries: Vec<(View, Entry)>, os_arch: Option<&str>) -> Vec<Packa
         .collect()
 }
 
-/// Read the programs of the `SOFTWARE` hive into `inv`.
+/// Read the programs of the `SOFTWARE` hive into `inv`: an absent hive is nothing, an
+/// unreadable or corrupt one a warning.
 pub(crate) fn read(fs: &dyn RootFs, os: &OsInfo, inv: &mut Inventory) -> Result<(), FsError> {
-    let Some(bytes) = read_db(fs, SOFTWARE_HIVE, MAX_HIVE_LEN, inv)? else {
-        return Ok(());
-    };
-    // `None` inside: the hive would not open; `None` outside: nt-hive panicked.
-    match contained(|| Some(entries(&bytes))) {
-        Some(Some(found)) => {
+    match with_hive(fs, SOFTWARE_HIVE, entries) {
+        Ok(found) => {
             inv.packages.extend(programs(found, os.arch.as_deref()));
             inv.sources.push(SOFTWARE_HIVE.to_owned());
         }
-        Some(None) => inv
-            .warnings
-            .push(format!("'{SOFTWARE_HIVE}' is not a readable registry hive")),
-        None => inv.warnings.push(format!(
-            "'{SOFTWARE_HIVE}': the registry parser crashed on this hive; no programs read"
+        Err(HiveError::Device(e)) => return Err(e),
+        Err(HiveError::File(FsError::NotFound(_) | FsError::NotADirectory(_))) => {}
+        Err(e) => inv.warnings.push(format!(
+            "'{SOFTWARE_HIVE}' is not a readable registry hive: {e}"
         )),
     }
     Ok(())
@@ -262,14 +258,14 @@ mod tests {
             assert_eq!(inv.warnings.len(), 1, "case {}", c.name);
             assert!(inv.sources.is_empty(), "case {}", c.name);
         }
-        // A hive on which nt-hive panics: contained, a warning.
-        let hive = crate::detect::windows::tests::panicking_hive();
+        // A hive whose subkey list points at cell 0xFFFFFFFF: corrupt, a warning.
+        let hive = crate::detect::windows::tests::hostile_hive();
         let fs = Rooted(MemTree::default().file(SOFTWARE_HIVE, &hive));
         let mut inv = Inventory::default();
         read(&fs, &os, &mut inv).expect("read");
         assert!(inv.packages.is_empty());
         assert_eq!(inv.warnings.len(), 1);
-        assert!(inv.warnings[0].contains("crashed"), "{:?}", inv.warnings);
+        assert!(inv.warnings[0].contains("corrupt"), "{:?}", inv.warnings);
 
         // No hive: nothing, silently.
         let mut inv = Inventory::default();

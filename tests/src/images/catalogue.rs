@@ -15,6 +15,7 @@ use super::lvm::{build_pv, build_vg, LogicalVolume, Step};
 use super::roots::{debian_root, write_synthetic_root, DEBIAN_REV};
 use super::rpm::{RootLayout, RpmDb};
 use super::{Expect, ExpectLv, ExpectOs, ExpectVolume, Fixture, DEBIAN_HOSTNAME, IMAGES_REV};
+use crate::hive::realistic;
 use crate::windows::{expected, write_root, WindowsFlavor};
 
 /// A builder: `(work directory, output image)`.
@@ -338,6 +339,15 @@ const RECIPES: &[Recipe] = &[
         debian: false,
         expect: || windows_expect(WindowsFlavor::Windows11),
         build: |work, out| windows(work, out, WindowsFlavor::Windows11),
+    },
+    Recipe {
+        name: "windows-real-hives",
+        what: "GPT: EFI vfat + MSR + NTFS with a synthetic Windows Server 2022 whose SOFTWARE (126 MiB, 400 programs) and SYSTEM (20 MiB) hives have real sizes",
+        rev: 1,
+        needs_root: true,
+        debian: false,
+        expect: || windows_expect(WindowsFlavor::Server2022),
+        build: |work, out| windows_real_hives(work, out),
     },
     Recipe {
         name: "vfat-data",
@@ -1003,9 +1013,31 @@ fn luks(work: &Path, out: &Path) -> anyhow::Result<()> {
 }
 
 fn windows(work: &Path, out: &Path, flavor: WindowsFlavor) -> anyhow::Result<()> {
+    windows_disk(work, out, flavor, 64, |_| Ok(()))
+}
+
+/// Windows Server 2022 whose hives have the sizes of a real installation.
+fn windows_real_hives(work: &Path, out: &Path) -> anyhow::Result<()> {
+    windows_disk(work, out, WindowsFlavor::Server2022, 256, |root| {
+        let flavor = WindowsFlavor::Server2022;
+        let config = root.join("Windows/System32/config");
+        realistic::software(flavor, realistic::FIXTURE_PROGRAMS, 110)
+            .write(&config.join("SOFTWARE"))?;
+        realistic::system(flavor, 20).write(&config.join("SYSTEM"))
+    })
+}
+
+/// A Windows disk: ESP, MSR and an NTFS volume of `ntfs_mib` MiB holding [`write_root`]'s tree
+/// for `flavor`, changed by `adjust` before it is copied.
+fn windows_disk(
+    work: &Path,
+    out: &Path,
+    flavor: WindowsFlavor,
+    ntfs_mib: u64,
+    adjust: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     const ESP_MIB: u64 = 32;
     const MSR_MIB: u64 = 16;
-    const NTFS_MIB: u64 = 64;
     let esp = work.join("esp.fs");
     build_fs(
         FsKind::Vfat,
@@ -1018,10 +1050,11 @@ fn windows(work: &Path, out: &Path, flavor: WindowsFlavor) -> anyhow::Result<()>
     std::fs::create_dir_all(&root)
         .with_context(|| format!("failed to create '{}'", root.display()))?;
     write_root(&root, flavor)?;
+    adjust(&root)?;
     let ntfs = work.join("ntfs.fs");
     build_fs(
         FsKind::Ntfs,
-        NTFS_MIB * MIB,
+        ntfs_mib * MIB,
         Some("Windows"),
         Some(&root),
         &ntfs,
@@ -1032,7 +1065,7 @@ fn windows(work: &Path, out: &Path, flavor: WindowsFlavor) -> anyhow::Result<()>
         &[
             part(ESP_MIB, "ef00", "EFI system partition", Some(&esp)),
             part(MSR_MIB, "0c01", "Microsoft reserved partition", None),
-            part(NTFS_MIB, "0700", "Basic data partition", Some(&ntfs)),
+            part(ntfs_mib, "0700", "Basic data partition", Some(&ntfs)),
         ],
         out,
     )?;
