@@ -15,7 +15,7 @@
 
 use lambutter::{Btrfs, Error, Inode, Path};
 
-use super::bypath::{BlockSource, PathFs, PathTree};
+use super::bypath::{self, BlockSource, PathFs, PathTree};
 use super::{DirEntry, FileType, FsError, Metadata, RootFs, Rooted};
 use crate::disk::reader::Volume;
 use crate::mount::fstab;
@@ -137,19 +137,12 @@ impl PathFs for BtrfsFs {
 
     fn stat(&mut self, ino: &Inode, path: &str) -> Result<Metadata, FsError> {
         let md = self.0.metadata(ino).map_err(|e| map_err(e, path))?;
-        let file_type = if md.is_file() {
-            FileType::File
-        } else if md.is_dir() {
-            FileType::Dir
-        } else if md.is_symlink() {
-            FileType::Symlink
-        } else {
-            FileType::Other
-        };
-        Ok(Metadata {
-            file_type,
-            len: md.size,
-        })
+        Ok(bypath::metadata(
+            md.is_file(),
+            md.is_dir(),
+            md.is_symlink(),
+            md.size,
+        ))
     }
 
     fn read_link(&mut self, path: &str) -> Result<Vec<u8>, FsError> {

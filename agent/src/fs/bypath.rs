@@ -13,7 +13,7 @@
 use std::cell::RefCell;
 use std::io;
 
-use super::{DirEntry, FsError, Metadata, Tree};
+use super::{DirEntry, FileType, FsError, Metadata, Tree};
 use crate::disk::reader::{ReadAt, Volume};
 
 /// What [`PathTree`] needs of a path-addressed reader; errors already mapped to [`FsError`]
@@ -140,4 +140,18 @@ impl lambutter::BlockRead for BlockSource {
     fn read_at(&mut self, offset_bytes: u64, buf: &mut [u8]) -> Result<(), io::Error> {
         self.0.read_exact_at(offset_bytes, buf)
     }
+}
+
+/// [`Metadata`] from what both crates' metadata tell: the kind as three tests, and the size.
+pub fn metadata(is_file: bool, is_dir: bool, is_symlink: bool, len: u64) -> Metadata {
+    let file_type = if is_file {
+        FileType::File
+    } else if is_dir {
+        FileType::Dir
+    } else if is_symlink {
+        FileType::Symlink
+    } else {
+        FileType::Other
+    };
+    Metadata { file_type, len }
 }

@@ -10,7 +10,7 @@
 
 use lamxfs::{EntryKind, Error, Inode, Path, Xfs};
 
-use super::bypath::{BlockSource, PathFs, PathTree};
+use super::bypath::{self, BlockSource, PathFs, PathTree};
 use super::{DirEntry, FileType, FsError, Metadata, Rooted};
 use crate::disk::reader::Volume;
 
@@ -59,19 +59,12 @@ impl PathFs for XfsFs {
 
     fn stat(&mut self, ino: &Inode, path: &str) -> Result<Metadata, FsError> {
         let md = self.0.metadata(ino).map_err(|e| map_err(e, path))?;
-        let file_type = if md.is_file() {
-            FileType::File
-        } else if md.is_dir() {
-            FileType::Dir
-        } else if md.is_symlink() {
-            FileType::Symlink
-        } else {
-            FileType::Other
-        };
-        Ok(Metadata {
-            file_type,
-            len: md.size(),
-        })
+        Ok(bypath::metadata(
+            md.is_file(),
+            md.is_dir(),
+            md.is_symlink(),
+            md.size(),
+        ))
     }
 
     fn read_link(&mut self, path: &str) -> Result<Vec<u8>, FsError> {
