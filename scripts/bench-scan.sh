@@ -18,7 +18,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 median_ms() { python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["results"][0]["median"]*1000,1))' "$1"; }
 printf '[scan]\nkernel_mounts = false\n' >"$tmp/native.toml"
-printf '[scan]\n' >"$tmp/kernel.toml"
+printf '[scan]\nprefer = "kernel"\n' >"$tmp/kernel.toml"
 
 export LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg
 printf '\n%-18s %10s %10s %9s %9s  %13s %9s\n' disk "kernel(ms)" "native(ms)" "RSS(KiB)" packages "virt-insp(ms)" "apps"

@@ -93,9 +93,12 @@ fn package_of(program: &str) -> Option<String> {
         .lines()
         .find_map(|line| {
             let (package, path) = line.split_once(": ")?;
-            let ends = path.ends_with(&format!("/bin/{program}"))
-                || path.ends_with(&format!("/sbin/{program}"));
-            (ends && !line.starts_with("diversion")).then(|| package.to_owned())
+            // Only the directories on PATH: klibc-utils also ships a `losetup`, `mount`... in
+            // /usr/lib/klibc/bin, which nothing runs.
+            let on_path = ["/bin", "/sbin", "/usr/bin", "/usr/sbin"]
+                .iter()
+                .any(|dir| path == format!("{dir}/{program}"));
+            (on_path && !line.starts_with("diversion")).then(|| package.to_owned())
         })
 }
 
