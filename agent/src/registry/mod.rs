@@ -3,8 +3,8 @@
 //!
 //! [`Hive::open`] reads the 4 KiB base block of a primary file and, when the hive is dirty (its
 //! sequence numbers differ or its checksum is wrong, as in a snapshot of a running system),
-//! replays the new-format transaction logs beside it (`SOFTWARE.LOG1`, `SOFTWARE.LOG2`) in memory (see
-//! [`log`]). Everything else is read on demand through positioned reads, a cell at a time, with a
+//! replays the new-format transaction logs beside it (`SOFTWARE.LOG1`, `SOFTWARE.LOG2`) in memory
+//! (see [`log`]). Everything else is read on demand through positioned reads, a cell at a time, with a
 //! small page cache ([`cells`]): looking up `Microsoft\Windows NT\CurrentVersion` in a 100 MiB
 //! `SOFTWARE` hive reads a few pages, and memory does not grow with the hive.
 //!
@@ -21,8 +21,8 @@
 //! size is checked (no panics, no `unsafe`), a cell is at most [`cells::MAX_CELL`] bytes, a
 //! value's data at most what the caller allows, a subkey listing at most what the caller allows,
 //! a lookup visits one subkey list per path component (an `ri` inside an `ri` is refused) and a
-//! listing one list, so a cell loop cannot make the work unbounded. Device errors ([`HiveError::Device`]) stay apart from a
-//! corrupt hive. Spec: Maxim Suhanov, "Windows registry file format specification",
+//! listing one list, so a cell loop cannot make the work unbounded. Device errors
+//! ([`HiveError::Device`]) stay apart from a corrupt hive. Spec: Maxim Suhanov, "Windows registry file format specification",
 //! <https://github.com/msuhanov/regf/blob/master/Windows%20registry%20file%20format%20specification.md>.
 #![deny(clippy::arithmetic_side_effects, clippy::as_conversions)]
 
