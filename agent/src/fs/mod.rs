@@ -1,11 +1,11 @@
 //! Read-only file access to a guest volume: the [`RootFs`] view every consumer uses.
 //!
 //! Detection and inventory only ever see a [`RootFs`]: they never learn whether the files come from
-//! a native parser (`ext4`, `xfs`, `btrfs`, `ntfs` modules) or a kernel mount (`host`). Paths are always resolved
-//! inside the volume, like `openat2(RESOLVE_IN_ROOT)`: an absolute symlink target restarts at the
-//! volume's root, `..` stops at the root, and at most [`MAX_SYMLINKS`] links are followed per
-//! lookup. [`Rooted`] implements that resolution once, over any [`Tree`] (a backend that can only
-//! look up one name in one directory and never follows links itself).
+//! a native parser (`ext4`, `xfs`, `btrfs`, `ntfs` modules) or a kernel mount (`host`). Paths are
+//! always resolved inside the volume, like `openat2(RESOLVE_IN_ROOT)`: an absolute symlink target
+//! restarts at the volume's root, `..` stops at the root, and at most [`MAX_SYMLINKS`] links are
+//! followed per lookup. [`Rooted`] implements that resolution once, over any [`Tree`] (a backend
+//! that can only look up one name in one directory and never follows links itself).
 //!
 //! This module does not contain parser failures; see [`contain`] for the thread, timeout and panic
 //! guard that every native parse runs under.

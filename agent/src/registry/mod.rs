@@ -2,27 +2,27 @@
 //! inventory.
 //!
 //! [`Hive::open`] reads the 4 KiB base block of a primary file and, when the hive is dirty (its
-//! sequence numbers differ or its checksum is wrong, as in a snapshot of a running system),
-//! replays the new-format transaction logs beside it (`SOFTWARE.LOG1`, `SOFTWARE.LOG2`) in memory
-//! (see [`log`]). Everything else is read on demand through positioned reads, a cell at a time, with a
+//! sequence numbers differ or its checksum is wrong, as in a snapshot of a running system), replays
+//! the new-format transaction logs beside it (`SOFTWARE.LOG1`, `SOFTWARE.LOG2`) in memory (see
+//! [`log`]). Everything else is read on demand through positioned reads, a cell at a time, with a
 //! small page cache ([`cells`]): looking up `Microsoft\Windows NT\CurrentVersion` in a 100 MiB
 //! `SOFTWARE` hive reads a few pages, and memory does not grow with the hive.
 //!
 //! What it reads: key nodes (`nk`, names ASCII-compressed or UTF-16LE, compared
-//! case-insensitively), subkey lists (`lf`, `lh` with their hash used to skip non-matching
-//! subkeys, `li`, and `ri` index roots of those), value lists and values (`vk`: data inline in
-//! the value for at most 4 bytes, in one data cell, or in `db` big-data segments for more than
-//! 16344 bytes in hives of version 1.4 and later), decoded as `REG_SZ`/`REG_EXPAND_SZ` strings,
-//! `REG_DWORD` and `REG_QWORD`.
+//! case-insensitively), subkey lists (`lf`, `lh` with their hash used to skip non-matching subkeys,
+//! `li`, and `ri` index roots of those), value lists and values (`vk`: data inline in the value for
+//! at most 4 bytes, in one data cell, or in `db` big-data segments for more than 16344 bytes in
+//! hives of version 1.4 and later), decoded as `REG_SZ`/`REG_EXPAND_SZ` strings, `REG_DWORD` and
+//! `REG_QWORD`.
 //!
 //! What it does not: write, follow symbolic links between keys, read security (`sk`) or class
 //! names, list deleted (free) cells, read volatile subkeys (they are never on disk), replay
-//! old-format (`DIRT`) logs, or check `hbin` headers. The hive is untrusted: every offset and
-//! size is checked (no panics, no `unsafe`), a cell is at most [`cells::MAX_CELL`] bytes, a
-//! value's data at most what the caller allows, a subkey listing at most what the caller allows,
-//! a lookup visits one subkey list per path component (an `ri` inside an `ri` is refused) and a
-//! listing one list, so a cell loop cannot make the work unbounded. Device errors
-//! ([`HiveError::Device`]) stay apart from a corrupt hive. Spec: Maxim Suhanov, "Windows registry file format specification",
+//! old-format (`DIRT`) logs, or check `hbin` headers. The hive is untrusted: every offset and size
+//! is checked (no panics, no `unsafe`), a cell is at most [`cells::MAX_CELL`] bytes, a value's data
+//! at most what the caller allows, a subkey listing at most what the caller allows, a lookup visits
+//! one subkey list per path component (an `ri` inside an `ri` is refused) and a listing one list,
+//! so a cell loop cannot make the work unbounded. Device errors ([`HiveError::Device`]) stay apart
+//! from a corrupt hive. Spec: Maxim Suhanov, "Windows registry file format specification",
 //! <https://github.com/msuhanov/regf/blob/master/Windows%20registry%20file%20format%20specification.md>.
 #![deny(clippy::arithmetic_side_effects, clippy::as_conversions)]
 
