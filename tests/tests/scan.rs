@@ -192,6 +192,16 @@ fn every_os_layout_scans_with_the_right_packages() {
         assert_eq!(sbom_triples(&sbom), want, "{name}");
         assert_eq!(report["os"]["family"], "linux", "{name}");
     }
+    // Fedora's Btrfs layout through the kernel too: the top level is mounted and the system is
+    // its `root` subvolume directory, as the root's fstab says.
+    let env = ScanEnv::new("prefer = \"kernel\"\n");
+    let (report, sbom, out) = scan_fixture("rhel9-rpm-btrfs-subvol", &env, &[]);
+    assert_ok("rhel9-rpm-btrfs-subvol (kernel)", &out);
+    assert_eq!(report["access"][0]["method"], "kernel", "{report}");
+    let root = rpm::rpm_root(RpmDb::Sqlite).expect("rpm root");
+    let (want, _) = rpm::rpm_qa(&root, RpmDb::Sqlite).expect("rpm -qa");
+    assert_eq!(sbom_triples(&sbom), want, "rhel9-rpm-btrfs-subvol (kernel)");
+
     let env = ScanEnv::new("");
     let (report, sbom, out) = scan_fixture("alpine", &env, &[]);
     assert_ok("alpine", &out);

@@ -45,7 +45,7 @@ pub fn open(volume: Volume) -> Result<BtrfsRoot, FsError> {
 
 /// A subvolume to open.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Subvol {
+pub enum Subvol {
     /// The filesystem's default subvolume.
     Default,
     /// By path from the top level (`subvol=`).
@@ -71,8 +71,9 @@ fn open_at(volume: &Volume, subvol: Subvol) -> Result<BtrfsRoot, FsError> {
     Ok(Rooted(PathTree::new(BtrfsFs(fs))?))
 }
 
-/// The root subvolume that a top-level directory's `etc/fstab` names, if any.
-fn fstab_root(top: &BtrfsRoot) -> Result<Option<Subvol>, FsError> {
+/// The root subvolume that a top-level directory's `etc/fstab` names, if any; `top` is the
+/// filesystem seen at its default subvolume (natively, or through a kernel mount of it).
+pub fn fstab_root(top: &dyn RootFs) -> Result<Option<Subvol>, FsError> {
     let entries = match top.read_dir("/") {
         Ok(e) => e,
         Err(e) if e.is_device_error() => return Err(e),

@@ -24,7 +24,7 @@ use crate::detect::{self, OsFamily, OsInfo};
 use crate::disk::loopdev::{LoopDevice, ReadOnlyFlag};
 use crate::disk::probe::FsKind;
 use crate::disk::reader::{Budget, Disk, Volume};
-use crate::fs::{contain, has_native, host::HostTree, RootFs, Rooted};
+use crate::fs::{btrfs, contain, has_native, host::HostTree, RootFs, Rooted};
 use crate::inspect::{self, DiskReport, VolumeReport};
 use crate::mount::fstab::{self, VolumeIdentity};
 use crate::mount::mountinfo::{self, Users};
@@ -310,7 +310,11 @@ pub fn attach(
                     Ok((target, options)) => {
                         a.method = Method::Kernel;
                         a.mount_options = Some(options);
-                        mounted[v.index] = Some(target);
+                        mounted[v.index] = Some(if v.filesystem == FsKind::Btrfs {
+                            btrfs_system_dir(target)
+                        } else {
+                            target
+                        });
                         None
                     }
                     Err(e) => Some(format!("{e:#}")),
@@ -454,6 +458,37 @@ fn mount_volume(
     Ok((target, options))
 }
 
+/// The directory of a Btrfs mount that holds the system: the mount itself (its default
+/// subvolume), or, when that has no `/etc` and is the top level (Fedora's layout), the subvolume
+/// directory that a top-level `*/etc/fstab` mounts at `/`, as the native reader picks it. The
+/// path comes from the disk: only plain names of real directories (no `..`, no symlinks) are
+/// followed, so it stays inside the mount.
+fn btrfs_system_dir(target: PathBuf) -> PathBuf {
+    let fs = Rooted(HostTree::new(target.clone()));
+    let is_dir = |p: &str| {
+        fs.symlink_metadata(p)
+            .is_ok_and(|m| m.file_type == crate::fs::FileType::Dir)
+    };
+    if is_dir("/etc") {
+        return target;
+    }
+    let Ok(Some(btrfs::Subvol::Path(path))) = btrfs::fstab_root(&fs) else {
+        return target;
+    };
+    let mut inside = String::new();
+    for part in path.split('/').filter(|c| !c.is_empty()) {
+        inside.push('/');
+        inside.push_str(part);
+        if part == "." || part == ".." || !is_dir(&inside) {
+            return target;
+        }
+    }
+    if inside.is_empty() || !is_dir(&format!("{inside}/etc")) {
+        return target;
+    }
+    target.join(inside.trim_start_matches('/'))
+}
+
 /// Where volume `v` lies on the disk: a partition, or a logical volume with one linear segment.
 fn disk_extent(v: &VolumeReport) -> anyhow::Result<(u64, u64)> {
     match &v.lvm {
@@ -548,5 +583,41 @@ fn identity(v: &VolumeReport) -> VolumeIdentity {
         partuuid: v.partition_uuid.clone(),
         partlabel: v.partition_name.clone(),
         lvm: v.lvm.as_ref().map(|l| (l.vg.clone(), l.lv.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_btrfs_system_dir_stays_inside_the_mount() {
+        let base = std::env::temp_dir().join(format!("snapscan-btrfs-dir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let fstab = |dir: &str, subvol: &str| {
+            std::fs::create_dir_all(base.join(dir).join("etc")).expect("mkdir");
+            std::fs::write(
+                base.join(dir).join("etc/fstab"),
+                format!("UUID=1 / btrfs subvol={subvol} 0 0\n"),
+            )
+            .expect("fstab");
+        };
+        fstab("root", "root");
+        assert_eq!(btrfs_system_dir(base.clone()), base.join("root"));
+
+        // A name that leaves the mount, or a symlink, is not followed.
+        std::fs::remove_dir_all(base.join("root")).expect("rm");
+        fstab("a", "../../etc");
+        assert_eq!(btrfs_system_dir(base.clone()), base);
+        std::fs::remove_dir_all(base.join("a")).expect("rm");
+        std::fs::create_dir_all(base.join("real/etc")).expect("mkdir");
+        std::os::unix::fs::symlink("real", base.join("link")).expect("symlink");
+        fstab("b", "link");
+        assert_eq!(btrfs_system_dir(base.clone()), base);
+
+        // A mount with its own /etc is the system.
+        std::fs::create_dir_all(base.join("etc")).expect("mkdir");
+        assert_eq!(btrfs_system_dir(base.clone()), base);
+        std::fs::remove_dir_all(&base).expect("clean up");
     }
 }
