@@ -243,6 +243,20 @@ impl Hive {
         self.root.key(path)
     }
 
+    /// The start of every `SYSTEM` hive: `Select` naming `ControlSet001`, whose computer name is
+    /// `hostname`.
+    pub fn system_base(hostname: &str) -> Hive {
+        let mut hive = Hive::with_root_name("ROOT");
+        hive.key("Select")
+            .dword("Current", 1)
+            .dword("Default", 1)
+            .dword("Failed", 0)
+            .dword("LastKnownGood", 1);
+        hive.key(r"ControlSet001\Control\ComputerName\ComputerName")
+            .sz("ComputerName", hostname);
+        hive
+    }
+
     /// A key written only as free cells, after the live tree: the stale data a deleted key
     /// leaves, which no subkey list reaches.
     pub fn deleted(&mut self, name: &str) -> &mut Key {
@@ -885,15 +899,8 @@ pub mod realistic {
     /// A `SYSTEM` hive of about `mib` MiB for `flavor`.
     pub fn system(flavor: WindowsFlavor, mib: usize) -> Hive {
         let e = expected(flavor);
-        let mut hive = Hive::with_root_name("ROOT");
-        hive.key("Select")
-            .dword("Current", 1)
-            .dword("Default", 1)
-            .dword("Failed", 0)
-            .dword("LastKnownGood", 1);
+        let mut hive = Hive::system_base(e.hostname);
         let set = hive.key("ControlSet001");
-        set.key(r"Control\ComputerName\ComputerName")
-            .sz("ComputerName", e.hostname);
         set.key(r"Services\Tcpip\Parameters")
             .sz("Hostname", e.hostname)
             .sz("Domain", "");

@@ -311,15 +311,8 @@ fn software_hive(spec: &Spec) -> Hive {
 /// The SYSTEM hive: control set selection, computer name, TCP/IP host name.
 fn system_hive(spec: &Spec) -> Hive {
     let e = &spec.expected;
-    let mut hive = Hive::with_root_name("ROOT");
-    hive.key("Select")
-        .dword("Current", 1)
-        .dword("Default", 1)
-        .dword("Failed", 0)
-        .dword("LastKnownGood", 1);
+    let mut hive = Hive::system_base(e.hostname);
     let set = hive.key("ControlSet001");
-    set.key(r"Control\ComputerName\ComputerName")
-        .sz("ComputerName", e.hostname);
     set.key(r"Control\ProductOptions")
         .sz("ProductType", spec.product_type)
         .multi_sz("ProductSuite", &["Terminal Server"]);
