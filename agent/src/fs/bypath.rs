@@ -56,11 +56,6 @@ impl<P: PathFs> PathTree<P> {
             root,
         })
     }
-
-    /// The reader, for what the tree does not expose.
-    pub fn inner(&self) -> std::cell::RefMut<'_, P> {
-        self.fs.borrow_mut()
-    }
 }
 
 impl<P: PathFs> Tree for PathTree<P> {

@@ -318,15 +318,27 @@ impl<T: Tree> Rooted<T> {
         }
     }
 
-    /// Up to `max` bytes from the start of a resolved file, whatever its size claims.
-    fn read_node(&self, node: &T::Node, max: u64, path: &str) -> Result<Vec<u8>, FsError> {
+    /// Up to `max` bytes from the start of a resolved file that claims `len` bytes, whatever
+    /// it really holds. Reads go through a buffer of the claimed size plus one byte (a file as
+    /// long as it claims ends in one read), doubled while the file holds more, at most
+    /// [`READ_CHUNK`].
+    fn read_node(
+        &self,
+        node: &T::Node,
+        len: u64,
+        max: u64,
+        path: &str,
+    ) -> Result<Vec<u8>, FsError> {
+        let mut size = usize::try_from(len.saturating_add(1))
+            .unwrap_or(usize::MAX)
+            .min(READ_CHUNK);
         let mut data = Vec::new();
-        let mut chunk = vec![0; READ_CHUNK];
+        let mut chunk = vec![0; size];
         loop {
             let at = data.len() as u64;
             let want = usize::try_from(max.saturating_sub(at))
                 .unwrap_or(usize::MAX)
-                .min(READ_CHUNK);
+                .min(size);
             if want == 0 {
                 return Ok(data);
             }
@@ -336,6 +348,8 @@ impl<T: Tree> Rooted<T> {
             if n < want {
                 return Ok(data);
             }
+            size = size.saturating_mul(2).min(READ_CHUNK);
+            chunk.resize(size, 0);
         }
     }
 }
@@ -383,22 +397,20 @@ fn components(path: &str) -> impl Iterator<Item = String> + '_ {
 
 impl<T: Tree> RootFs for Rooted<T> {
     fn read_file(&self, path: &str, limit: u64) -> Result<Vec<u8>, FsError> {
-        let (node, md) = self.resolve(path, true)?;
-        match md.file_type {
-            FileType::File if md.len > limit => Err(FsError::TooLarge {
+        let (node, md) = self.file(path)?;
+        if md.len > limit {
+            return Err(FsError::TooLarge {
                 path: path.to_owned(),
                 len: md.len,
                 limit,
-            }),
-            FileType::File => self.read_node(&node, limit, path),
-            FileType::Dir => Err(FsError::IsADirectory(path.to_owned())),
-            _ => Err(FsError::NotFound(path.to_owned())),
+            });
         }
+        self.read_node(&node, md.len, limit, path)
     }
 
     fn read_prefix(&self, path: &str, len: u64) -> Result<Vec<u8>, FsError> {
-        let (node, _) = self.file(path)?;
-        self.read_node(&node, len, path)
+        let (node, md) = self.file(path)?;
+        self.read_node(&node, md.len, len, path)
     }
 
     fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>, FsError> {
@@ -589,5 +601,17 @@ mod tests {
             Err("corrupt")
         );
         assert_eq!(fs.open("/").err().map(|e| e.kind()), Some("is_a_directory"));
+    }
+
+    #[test]
+    fn whole_files_span_several_chunks() {
+        let big = memfs::random_bytes(7, 3 * READ_CHUNK + 5);
+        let fs = Rooted(MemTree::default().file("/big", &big).file("/empty", ""));
+        assert_eq!(fs.read_file("/big", u64::MAX).as_deref(), Ok(&big[..]));
+        assert_eq!(
+            fs.read_prefix("/big", READ_CHUNK as u64 + 1).as_deref(),
+            Ok(&big[..=READ_CHUNK])
+        );
+        assert_eq!(fs.read_file("/empty", 10), Ok(Vec::new()));
     }
 }

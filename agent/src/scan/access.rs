@@ -173,12 +173,18 @@ fn root_reads_alone(
         return false;
     };
     let entries = fstab::parse(text.as_deref().unwrap_or_default());
-    !fstab::submounts(&entries).iter().any(|e| {
-        report
-            .volumes
-            .iter()
-            .any(|other| other.index != i && e.matches(&identity(other)))
-    })
+    !fstab::submounts(&entries)
+        .iter()
+        .any(|e| placed_volume(report, e).is_some_and(|other| other.index != i))
+}
+
+/// The volume of this disk that fstab entry `entry` names (what [`submount`] binds under the
+/// root).
+fn placed_volume<'a>(
+    report: &'a DiskReport,
+    entry: &fstab::FstabEntry,
+) -> Option<&'a VolumeReport> {
+    report.volumes.iter().find(|v| entry.matches(&identity(v)))
 }
 
 /// Filesystems the kernel path tries to mount.
@@ -524,7 +530,7 @@ fn submount(
     };
     let entries = fstab::parse(&text);
     for entry in fstab::submounts(&entries) {
-        let Some(v) = report.volumes.iter().find(|v| entry.matches(&identity(v))) else {
+        let Some(v) = placed_volume(report, entry) else {
             warnings.push(format!(
                 "/etc/fstab mounts {:?} at {}, but no such volume is on this disk",
                 entry.spec, entry.mount_point
