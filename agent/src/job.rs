@@ -511,15 +511,19 @@ async fn scan_step(env: &Env, j: &mut Journal, ctl: &Control) -> Step {
     // `attach_timeout_secs` of the assignment (restarts of the agent do not extend it).
     let attach_deadline = assigned_at(j) + Duration::from_secs(env.agent.attach_timeout_secs);
     let mut disks = env.disks.clone();
-    loop {
-        let admission = match &*disks.borrow_and_update() {
-            Some(list) => assignments::admit(&j.assignment, list, policy),
-            None => Admission::NotAttached,
+    // Decided from `instance/disks/` alone, before anything is opened: whether this disk may be
+    // scanned, and which devices finding it must leave unopened.
+    let unopened = loop {
+        let admitted = match &*disks.borrow_and_update() {
+            Some(list) => match assignments::admit(&j.assignment, list, policy) {
+                Admission::Admit(disk) => Some(assignments::unopened(&disk, list, policy)),
+                Admission::Refuse(why) => return Step::Fail(why),
+                Admission::NotAttached => None,
+            },
+            None => None,
         };
-        match admission {
-            Admission::Admit(_) => break,
-            Admission::Refuse(why) => return Step::Fail(why),
-            Admission::NotAttached => {}
+        if let Some(unopened) = admitted {
+            break unopened;
         }
         if j.error.is_none() {
             j.error = Some(format!(
@@ -539,7 +543,7 @@ async fn scan_step(env: &Env, j: &mut Journal, ctl: &Control) -> Step {
                 j.assignment.device_name, env.agent.attach_timeout_secs
             )),
         }
-    }
+    };
     let _slot = tokio::select! {
         s = env.slots.clone().acquire_owned() => match s {
             Ok(s) => s,
@@ -557,7 +561,7 @@ async fn scan_step(env: &Env, j: &mut Journal, ctl: &Control) -> Step {
     let wait = Duration::from_secs(env.agent.device_wait_secs);
     let resolved = match env
         .resolver
-        .resolve(&j.assignment.device_name, wait, &ctl.cancel)
+        .resolve(&j.assignment.device_name, &unopened, wait, &ctl.cancel)
         .await
     {
         Ok(r) => r,

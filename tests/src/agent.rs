@@ -26,6 +26,8 @@ use crate::qflow::FakeQflow;
 
 /// The receiver's token in the agents' configs.
 pub const TOKEN: &str = "agent-test-token";
+/// The boot disk's device name, listed at index 0 from the start.
+pub const BOOT_DISK: &str = "persistent-disk-0";
 
 /// Skip the test (fail it under CI) unless running as root.
 #[macro_export]
@@ -61,7 +63,7 @@ impl Harness {
     /// (its own tables only: `[agent]`, `[status]`... are written here).
     pub fn new(qflow_port: u16, extra_config: &str) -> Harness {
         let md = FakeMetadata::start();
-        md.set_disks(vec![Disk::boot("persistent-disk-0")]);
+        md.set_disks(vec![Disk::boot(BOOT_DISK)]);
         Harness {
             dir: tempfile::tempdir().expect("tempdir"),
             md,
@@ -122,15 +124,16 @@ impl Harness {
     /// Write the agent's config for `metadata_url`; its path.
     pub fn config(&self, metadata_url: &str) -> PathBuf {
         let path = self.dir.path().join("agent.toml");
-        let (by_id, sys) = {
+        let (by_id, sys, dev) = {
             let gce = self.gce();
-            (gce.by_id_dir(), gce.sys_dir())
+            (gce.by_id_dir(), gce.sys_dir(), gce.dev_dir())
         };
         let text = format!(
             r#"[agent]
 state_dir = "{state}"
 by_id_dir = "{by_id}"
 sys_dir = "{sys}"
+dev_dir = "{dev}"
 device_wait_secs = 10
 upload_retry_secs = 3
 stop_timeout_secs = 10
@@ -162,6 +165,7 @@ max_backoff_ms = 300
             state = self.state().display(),
             by_id = by_id.display(),
             sys = sys.display(),
+            dev = dev.display(),
             work = self.work().display(),
             port = self.qflow_port,
             agent_extra = section(&self.extra_config, "agent"),
@@ -274,10 +278,11 @@ max_backoff_ms = 300
         self.notes.lock().expect("notes").clone()
     }
 
-    /// Attach fixture `fixture` as `device_name` and list it in `instance/disks/`.
-    pub fn attach(&mut self, device_name: &str, fixture: &str, mode: &str) {
+    /// Attach fixture `fixture` as `device_name` and list it in `instance/disks/`; its device.
+    pub fn attach(&mut self, device_name: &str, fixture: &str, mode: &str) -> PathBuf {
         let image = images::image(fixture).expect("fixture");
-        self.gce()
+        let dev = self
+            .gce()
             .attach(device_name, &image, mode == "READ_ONLY")
             .expect("attach");
         let mut disks = self.md.disks();
@@ -288,6 +293,16 @@ max_backoff_ms = 300
             Disk::read_write(device_name, index)
         });
         self.md.set_disks(disks);
+        dev
+    }
+
+    /// Attach fixture `fixture` as the boot disk (`instance/disks/` lists it from the start,
+    /// index 0, READ_WRITE); its device.
+    pub fn attach_boot(&mut self, fixture: &str) -> PathBuf {
+        let image = images::image(fixture).expect("fixture");
+        self.gce()
+            .attach(BOOT_DISK, &image, false)
+            .expect("attach the boot disk")
     }
 
     /// Set `snapscan-assignments` to `entries`.

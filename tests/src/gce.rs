@@ -3,7 +3,9 @@
 //! (what Google's udev rule makes), and a private sysfs tree in which that loop device reports
 //! the device name as its SCSI serial (VPD page 0x80), its read-only flag and its size. The
 //! agent is pointed at both directories (`[agent] by_id_dir`, `sys_dir`), so it resolves and
-//! verifies devices exactly as on GCE, and then reads the real loop device.
+//! verifies devices exactly as on GCE, and then reads the real loop device. A private `/dev`
+//! ([`GceDisks::dev_dir`], `[agent] dev_dir`) holds a node (a link to the loop device) under each
+//! disk's kernel name, which a disk shown as an NVMe namespace changes ([`GceDisks::show_as_nvme`]).
 //!
 //! Both this view and a VM's bus are a [`DiskBus`], where the fake Compute API attaches.
 //!
@@ -32,6 +34,7 @@ impl GceDisks {
         let dir = tempfile::Builder::new().prefix("gce-disks-").tempdir()?;
         std::fs::create_dir_all(dir.path().join("by-id"))?;
         std::fs::create_dir_all(dir.path().join("sys/block"))?;
+        std::fs::create_dir_all(dir.path().join("dev"))?;
         Ok(GceDisks {
             dir,
             loops: Vec::new(),
@@ -46,6 +49,11 @@ impl GceDisks {
     /// The sysfs root.
     pub fn sys_dir(&self) -> PathBuf {
         self.dir.path().join("sys")
+    }
+
+    /// The device nodes, by kernel name.
+    pub fn dev_dir(&self) -> PathBuf {
+        self.dir.path().join("dev")
     }
 
     /// Attach `image` as the disk `device_name` (`read_only`: the loop device refuses writes,
@@ -70,6 +78,7 @@ impl GceDisks {
         let link = self.by_id_dir().join(format!("google-{device_name}"));
         std::os::unix::fs::symlink(&dev, &link)
             .with_context(|| format!("cannot link '{}'", link.display()))?;
+        std::os::unix::fs::symlink(&dev, self.dev_dir().join(&kname))?;
         let block = self.sys_dir().join("block").join(&kname);
         std::fs::create_dir_all(block.join("device"))?;
         std::fs::write(block.join("device/vpd_pg80"), vpd_pg80(device_name))?;
@@ -80,6 +89,42 @@ impl GceDisks {
         std::fs::write(block.join("size"), format!("{}\n", size / 512))?;
         self.loops.push((device_name.to_owned(), lo));
         Ok(dev)
+    }
+
+    /// Show the disk `device_name` as the NVMe namespace `kname` (`nvme0n1`...) for the rest of
+    /// its attachment: its sysfs entry and node move to that name, and its serial is no longer in
+    /// sysfs (an NVMe disk's name is only in its Identify Namespace data, which nvme-cli reads by
+    /// opening the device).
+    ///
+    /// # Errors
+    ///
+    /// Unknown disk, or the files cannot be moved.
+    pub fn show_as_nvme(&self, device_name: &str, kname: &str) -> anyhow::Result<()> {
+        let (_, lo) = self
+            .loops
+            .iter()
+            .find(|(n, _)| n == device_name)
+            .context("no such disk")?;
+        let old = lo
+            .path()
+            .file_name()
+            .context("loop device without a name")?;
+        let block = self.sys_dir().join("block");
+        std::fs::rename(block.join(old), block.join(kname))?;
+        std::fs::remove_file(block.join(kname).join("device/vpd_pg80"))?;
+        std::fs::write(block.join(kname).join("device/model"), "nvme_card-pd\n")?;
+        std::fs::rename(self.dev_dir().join(old), self.dev_dir().join(kname))?;
+        Ok(())
+    }
+
+    /// Remove the `google-<device_name>` link, as when udev missed the attach.
+    ///
+    /// # Errors
+    ///
+    /// No such link.
+    pub fn unlink(&self, device_name: &str) -> anyhow::Result<()> {
+        let link = self.by_id_dir().join(format!("google-{device_name}"));
+        std::fs::remove_file(&link).with_context(|| format!("cannot remove '{}'", link.display()))
     }
 
     /// Make the `google-<device_name>` link stale: it points at another disk's device, as after
@@ -118,6 +163,7 @@ impl GceDisks {
         let _ = std::fs::remove_file(self.by_id_dir().join(format!("google-{device_name}")));
         if let Some(kname) = lo.path().file_name() {
             let _ = std::fs::remove_dir_all(self.sys_dir().join("block").join(kname));
+            let _ = std::fs::remove_file(self.dev_dir().join(kname));
         }
         clear_read_only(lo.path());
         drop(lo);

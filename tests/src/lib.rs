@@ -11,6 +11,7 @@ pub mod gce_metadata;
 pub mod hive;
 pub mod images;
 pub mod oauth;
+pub mod opens;
 pub mod pubsub;
 pub mod qflow;
 pub mod scan_env;

@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use snapscan_tests::agent::{
     assert_nothing_left, by_snapshot, finish, launcher, readme_role, receiver, snapshot,
-    stored_by_job, Harness, TOKEN,
+    stored_by_job, Harness, BOOT_DISK, TOKEN,
 };
 use snapscan_tests::gce_metadata::{FakeMetadata, Identity};
 use snapscan_tests::images;
 use snapscan_tests::needs_root;
 use snapscan_tests::oauth::FakeOauth;
+use snapscan_tests::opens::Opens;
 use snapscan_tests::qflow::{FakeQflow, Fault, Options};
 
 fn assignment(id: &str, device: &str) -> Value {
@@ -346,6 +347,111 @@ fn killed_mid_scan_and_mid_upload_every_job_completes_once() {
     assert_eq!(stored_by_job(&q).get("job-a"), Some(&1));
     assert_eq!(h.stop(nix::sys::signal::Signal::SIGTERM), Some(0));
     assert!(h.mounts().is_empty(), "{:?}", h.mounts());
+}
+
+/// The metadata server's guest-attribute history so far (of every agent process) keeps within the
+/// VM's limits: 10 writes in any 60 s, 3 in any second.
+fn within_limits(h: &Harness) {
+    let per_minute = h.md.max_writes_in_any_window(Duration::from_secs(60));
+    let per_second = h.md.max_writes_in_any_window(Duration::from_secs(1));
+    eprintln!(
+        "guest-attribute writes: {} in all, at most {per_minute} in any 60 s, {per_second} in any second",
+        h.md.guest_writes().len()
+    );
+    assert!(per_minute <= 10, "{per_minute} writes in one minute");
+    assert!(per_second <= 3, "{per_second} writes in one second");
+}
+
+#[test]
+fn restarts_keep_the_vm_write_limits_and_refused_disks_are_never_opened() {
+    needs_root!();
+    const JOBS: usize = 6;
+    let (q, port) = receiver();
+    let tools = tempfile::tempdir().expect("tempdir");
+    let mut h = Harness::new(port, &slow_scanner(tools.path(), 3));
+    let boot = h.attach_boot("debian-ext4-gpt");
+    let rw = h.attach("decoy-rw", "debian-ext4-gpt", "READ_WRITE");
+    let fixtures = ["debian-ext4-gpt", "debian-xfs-mbr"];
+    let mut entries = vec![
+        assignment("job-boot", BOOT_DISK),
+        assignment("job-rw", "decoy-rw"),
+    ];
+    for n in 0..JOBS {
+        let disk = format!("disk-{n}");
+        h.attach(&disk, fixtures[n % 2], "READ_ONLY");
+        entries.push(assignment(&format!("job-{n}"), &disk));
+    }
+    {
+        // On an NVMe machine type: the refused disks are NVMe namespaces (identified only by
+        // opening them), the READ_WRITE one without its by-id link, and disk-0 has no link
+        // either, so finding it scans every device.
+        let gce = h.gce();
+        gce.show_as_nvme(BOOT_DISK, "nvme0n1").expect("nvme");
+        gce.show_as_nvme("decoy-rw", "nvme0n2").expect("nvme");
+        gce.unlink("decoy-rw").expect("unlink");
+        gce.unlink("disk-0").expect("unlink");
+    }
+    let mut opens = Opens::watch(&[&boot, &rw]).expect("watch the refused devices");
+    let started = Instant::now();
+    h.start();
+    h.assign(&Value::Array(entries));
+    let done = |h: &Harness| {
+        (0..JOBS)
+            .filter(|n| h.job_state(&format!("job-{n}")) == "done")
+            .count()
+    };
+    // Killed twice within a minute while jobs finish, restarted at once each time (sooner than
+    // systemd's RestartSec=5).
+    for finished in [1, 3] {
+        h.wait("a job to finish", 60, |h| done(h) >= finished);
+        assert_eq!(h.stop(nix::sys::signal::Signal::SIGKILL), None);
+        h.wait("the orphaned scanner", 30, |_| processes(tools.path()) == 0);
+        h.start();
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "both kills within a minute"
+    );
+    for n in 0..JOBS {
+        h.wait_job(&format!("job-{n}"), "done", 120);
+    }
+    h.wait_job("job-boot", "failed", 30);
+    h.wait_job("job-rw", "failed", 30);
+    // Neither refused disk was opened by anyone, not even read-only.
+    let opened = opens.opened().expect("opens");
+    assert!(opened.is_empty(), "opened: {opened:?}");
+    within_limits(&h);
+    h.wait("the final guest attributes", 180, |h| {
+        (0..JOBS).all(|n| h.guest(&format!("job-{n}"))["state"] == "done")
+            && h.guest("job-boot")["state"] == "failed"
+            && h.guest("job-rw")["state"] == "failed"
+            && h.guest("agent")["done"] == JOBS
+    });
+    let boot_error = h.journal("job-boot").expect("journal")["error"].clone();
+    assert!(
+        boot_error.as_str().is_some_and(|e| e.contains("boot disk")),
+        "{boot_error}"
+    );
+    let rw_error = h.journal("job-rw").expect("journal")["error"].clone();
+    assert!(
+        rw_error.as_str().is_some_and(|e| e.contains("READ_WRITE")),
+        "{rw_error}"
+    );
+    for n in 0..JOBS {
+        assert_eq!(stored_by_job(&q).get(&format!("job-{n}")), Some(&1));
+    }
+
+    within_limits(&h);
+    assert_eq!(h.stop(nix::sys::signal::Signal::SIGTERM), Some(0));
+    // disk-0 was found by the scan, past both NVMe namespaces.
+    let dev_dir = h.gce().dev_dir();
+    let j0 = h.journal("job-0").expect("journal");
+    assert!(
+        j0["device"]
+            .as_str()
+            .is_some_and(|d| Path::new(d).starts_with(&dev_dir)),
+        "{j0}"
+    );
 }
 
 /// The fields of one journal entry, in order.

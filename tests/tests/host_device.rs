@@ -10,6 +10,9 @@
 //!
 //! The scanner is a stand-in (`[scanner.profiles.standin]`) that records the device's flag as
 //! it saw it during the scan, and optionally waits to be interrupted.
+//!
+//! - Looking for a GCE disk by serial never has nvme-cli open a device with filesystems mounted
+//!   on this system (the scanner VM's own boot disk), and does open one that is not mounted.
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -328,4 +331,54 @@ fn the_read_only_flag_is_restored_after_sigint() {
     assert_eq!(status.code(), Some(130));
     assert_eq!(host.getro(), "0", "the flag was left set after SIGINT");
     assert!(env.mounts_left().is_empty(), "{:?}", env.mounts_left());
+}
+
+#[test]
+fn the_serial_scan_never_opens_a_mounted_device() {
+    use snapscan::disk::resolve::{Resolver, Unopened};
+    if skip() {
+        return;
+    }
+    if find_tool("nvme").is_none() {
+        snapscan_tests::skip("needs nvme-cli (scripts/test-all.sh installs it)");
+        return;
+    }
+    let (mounted, free) = (HostDevice::new(true), HostDevice::new(false));
+    // A sysfs and /dev in which both loop devices are NVMe namespaces, neither naming the disk
+    // asked for: the scan asks nvme-cli about each device it may open (real nvme-cli, which
+    // opens the device and then fails: a loop device is no NVMe namespace).
+    let fake = tempfile::tempdir().expect("tempdir");
+    let resolver = Resolver {
+        by_id_dir: fake.path().join("by-id"),
+        sys_dir: fake.path().join("sys"),
+        dev_dir: fake.path().join("dev"),
+        ..Resolver::default()
+    };
+    std::fs::create_dir_all(&resolver.by_id_dir).expect("by-id");
+    std::fs::create_dir_all(&resolver.dev_dir).expect("dev");
+    for (kname, host) in [("nvme0n1", &mounted), ("nvme0n2", &free)] {
+        let sys = resolver.sys_dir.join("block").join(kname);
+        std::fs::create_dir_all(&sys).expect("sysfs");
+        std::fs::write(sys.join("ro"), "1\n").expect("ro");
+        std::os::unix::fs::symlink(&host.dev, resolver.dev_dir.join(kname)).expect("node");
+    }
+    let mut opens = snapscan_tests::opens::Opens::watch(&[&mounted.dev, &free.dev]).expect("watch");
+    let err = resolver
+        .resolve_once("data-1", &Unopened::default())
+        .expect_err("no such disk");
+    let text = err.to_string();
+    assert!(
+        text.contains("nvme0n1 (holds a filesystem mounted on"),
+        "{text}"
+    );
+    assert!(text.contains("nvme0n2 (nvme id-ns failed"), "{text}");
+    let opened = opens.opened().expect("opens");
+    assert!(
+        opened.contains(&free.dev),
+        "the free device was asked: {opened:?}"
+    );
+    assert!(
+        !opened.contains(&mounted.dev),
+        "the mounted device was opened"
+    );
 }

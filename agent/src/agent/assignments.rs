@@ -18,6 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::disk::resolve::Unopened;
+
 /// The instance attribute that holds the assignments.
 pub const ATTRIBUTE: &str = "snapscan-assignments";
 
@@ -288,24 +290,47 @@ pub fn admit(a: &Assignment, disks: &[AttachedDisk], policy: Policy) -> Admissio
     else {
         return Admission::NotAttached;
     };
+    match refusal(disk, policy) {
+        Some(why) => Admission::Refuse(why),
+        None => Admission::Admit(disk.clone()),
+    }
+}
+
+/// Why `disk` may not be scanned under `policy`, if it may not.
+fn refusal(disk: &AttachedDisk, policy: Policy) -> Option<String> {
+    let name = disk.device_name.as_deref().unwrap_or("(no device name)");
     if disk.index == Some(0) && !policy.allow_boot_disk {
-        return Admission::Refuse(format!(
-            "'{}' is this VM's boot disk; refused ([agent] scan_boot_disk = false)",
-            a.device_name
+        return Some(format!(
+            "'{name}' is this VM's boot disk; refused ([agent] scan_boot_disk = false)"
         ));
     }
-    let read_only = disk
-        .mode
-        .as_deref()
-        .is_some_and(|m| m.eq_ignore_ascii_case("READ_ONLY"));
-    if !read_only && !policy.allow_read_write {
-        return Admission::Refuse(format!(
-            "'{}' is attached {}, not READ_ONLY; refused ([agent] scan_read_write = false)",
-            a.device_name,
+    if !is_read_only(disk) && !policy.allow_read_write {
+        return Some(format!(
+            "'{name}' is attached {}, not READ_ONLY; refused ([agent] scan_read_write = false)",
             disk.mode.as_deref().unwrap_or("in an unknown mode")
         ));
     }
-    Admission::Admit(disk.clone())
+    None
+}
+
+fn is_read_only(disk: &AttachedDisk) -> bool {
+    disk.mode
+        .as_deref()
+        .is_some_and(|m| m.eq_ignore_ascii_case("READ_ONLY"))
+}
+
+/// What finding the device of `admitted` must leave unopened: the disks of `disks` that
+/// `policy` refuses, and writable devices when `admitted` is attached READ_ONLY.
+pub fn unopened(admitted: &AttachedDisk, disks: &[AttachedDisk], policy: Policy) -> Unopened {
+    Unopened {
+        refused: disks
+            .iter()
+            .filter(|d| d.device_name != admitted.device_name)
+            .filter(|d| refusal(d, policy).is_some())
+            .filter_map(|d| d.device_name.clone())
+            .collect(),
+        read_only: is_read_only(admitted),
+    }
 }
 
 #[cfg(test)]

@@ -367,7 +367,7 @@ impl Agent {
         store: Store,
         stop: CancellationToken,
     ) -> Agent {
-        let reporter = Reporter::spawn(client.clone(), cfg.status.clone());
+        let reporter = Reporter::spawn(client.clone(), cfg.status.clone(), &cfg.agent.state_dir);
         let (attr_tx, attributes) = watch::channel(Dir::Unknown);
         let (disk_dir_tx, disks) = watch::channel(Dir::Unknown);
         for (dir, tx) in [
@@ -426,6 +426,12 @@ impl Agent {
                     tracing::error!("{e:#}");
                 }
             }
+        }
+        // What the guest attributes say may be older than the journals (writes still waiting
+        // when the previous run ended): every job's status is set again; the reporter sends only
+        // what differs from what it wrote before.
+        for j in known.values() {
+            reporter.set(j.id(), &job::status_json(j));
         }
         Agent {
             cfg,

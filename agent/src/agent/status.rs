@@ -8,10 +8,20 @@
 //! `max_writes_per_second` in any second. A `403` means guest attributes are disabled on this
 //! VM: logged once, then asked again at most every five minutes, while scanning goes on.
 //!
+//! The limits are the VM's, not the process's: the times of the last minute's writes, and a digest
+//! of the value last written to each key, are kept in the state directory ([`HISTORY_FILE`]), so
+//! an agent restarted after a crash goes on from the same window and does not send again what is
+//! already there. A write counts from the moment its answer came (the latest the server can have
+//! seen it), so network delays cannot squeeze two windows' writes into one. Its sending is
+//! recorded before it goes out: a write whose answer a killed process never saw counts as made
+//! at the restart (and its value as not written). A history file that cannot be read counts as a
+//! full window and nothing written.
+//!
 //! Not here: what the values say (the job and the agent build them).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::time::Duration;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -21,6 +31,22 @@ use crate::metadata::Client;
 
 /// How long guest attributes stay unasked after a `403`.
 const DISABLED_PAUSE: Duration = Duration::from_secs(300);
+/// The longer of the two rate windows: writes older than this no longer count.
+const MINUTE: Duration = Duration::from_secs(60);
+/// The recent write times, in the state directory.
+pub const HISTORY_FILE: &str = "guest-attributes.json";
+
+/// What [`HISTORY_FILE`] holds (times in Unix milliseconds).
+#[derive(Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+struct History {
+    /// When each write of the last minute was answered (or given up on), oldest first.
+    answered_ms: Vec<u64>,
+    /// When a write was sent whose answer is not recorded yet.
+    in_flight_ms: Option<u64>,
+    /// Key → [`digest`] of the value last written to it.
+    written: BTreeMap<String, String>,
+}
 
 /// The `[status]` table.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -85,10 +111,11 @@ impl std::fmt::Debug for Msg {
 }
 
 impl Reporter {
-    /// Start the writer task. With `enabled = false`, values are dropped.
-    pub fn spawn(client: Client, cfg: StatusConfig) -> Reporter {
+    /// Start the writer task, going on from the write times kept in `state_dir`. With
+    /// `enabled = false`, values are dropped.
+    pub fn spawn(client: Client, cfg: StatusConfig, state_dir: &Path) -> Reporter {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(Writer::new(client, cfg).run(rx));
+        tokio::spawn(Writer::new(client, cfg, Some(state_dir.join(HISTORY_FILE))).run(rx));
         Reporter { tx }
     }
 
@@ -112,8 +139,14 @@ struct Writer {
     cfg: StatusConfig,
     /// Key → (value, order in which it became dirty).
     pending: BTreeMap<String, (String, u64)>,
-    written: HashMap<String, String>,
+    /// Key → [`digest`] of the value last written to it.
+    written: BTreeMap<String, String>,
+    /// When the writes of the last minute were answered, oldest first.
     recent: VecDeque<Instant>,
+    /// Where `recent` and `written` are kept across restarts; `None`: in memory only.
+    history: Option<PathBuf>,
+    /// Whether keeping the history failed once already (said once).
+    told_history: bool,
     seq: u64,
     disabled_until: Option<Instant>,
     told_disabled: bool,
@@ -121,13 +154,19 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(client: Client, cfg: StatusConfig) -> Writer {
+    fn new(client: Client, cfg: StatusConfig, history: Option<PathBuf>) -> Writer {
+        let (recent, written) = match &history {
+            Some(path) if cfg.enabled => load_history(path, &cfg),
+            _ => (VecDeque::new(), BTreeMap::new()),
+        };
         Writer {
             client,
             cfg,
             pending: BTreeMap::new(),
-            written: HashMap::new(),
-            recent: VecDeque::new(),
+            written,
+            recent,
+            history,
+            told_history: false,
             seq: 0,
             disabled_until: None,
             told_disabled: false,
@@ -160,7 +199,7 @@ impl Writer {
     }
 
     fn set(&mut self, key: String, value: String) {
-        if self.written.get(&key) == Some(&value) {
+        if self.written.get(&key) == Some(&digest(&value)) {
             self.pending.remove(&key);
             return;
         }
@@ -177,13 +216,13 @@ impl Writer {
         while self
             .recent
             .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= Duration::from_secs(60))
+            .is_some_and(|t| now.saturating_duration_since(*t) >= MINUTE)
         {
             self.recent.pop_front();
         }
         let mut at = now;
         for (limit, window) in [
-            (self.cfg.max_writes_per_minute, Duration::from_secs(60)),
+            (self.cfg.max_writes_per_minute, MINUTE),
             (self.cfg.max_writes_per_second, Duration::from_secs(1)),
         ] {
             // With `limit` writes in the window already, the next waits for the oldest of them
@@ -216,15 +255,16 @@ impl Writer {
         let Some((value, seq)) = self.pending.remove(&key) else {
             return;
         };
-        self.recent.push_back(Instant::now());
-        match self
+        self.save_history(Some(SystemTime::now())).await;
+        let result = self
             .client
             .put_guest_attribute(&self.cfg.namespace, &key, &value)
-            .await
-        {
+            .await;
+        self.recent.push_back(Instant::now());
+        match result {
             Ok(()) => {
                 self.disabled_until = None;
-                self.written.insert(key, value);
+                self.written.insert(key, digest(&value));
             }
             Err(e) => {
                 if e.status() == Some(403) {
@@ -243,7 +283,98 @@ impl Writer {
                 self.pending.entry(key).or_insert((value, seq));
             }
         }
+        self.save_history(None).await;
     }
+
+    /// Keep `recent`, `written` and a write being sent at `in_flight` in the history file.
+    async fn save_history(&mut self, in_flight: Option<SystemTime>) {
+        let Some(path) = self.history.clone() else {
+            return;
+        };
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let history = History {
+            answered_ms: self
+                .recent
+                .iter()
+                .map(|t| now.saturating_duration_since(*t))
+                .filter(|age| *age < MINUTE)
+                .filter_map(|age| wall.checked_sub(age))
+                .map(unix_ms)
+                .collect(),
+            in_flight_ms: in_flight.map(unix_ms),
+            written: self.written.clone(),
+        };
+        let saved = match serde_json::to_vec(&history) {
+            Ok(bytes) => {
+                let target = path.clone();
+                tokio::task::spawn_blocking(move || crate::scan::write_atomic(&target, &bytes))
+                    .await
+                    .unwrap_or_else(|e| Err(anyhow::anyhow!("{e}")))
+            }
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = saved {
+            if !self.told_history {
+                tracing::warn!(
+                    "cannot keep the guest-attribute write times ({e:#}): after a restart the \
+                     agent may exceed the VM's write limit"
+                );
+                self.told_history = true;
+            }
+        }
+    }
+}
+
+/// Unix milliseconds of `t` (0 before 1970).
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A digest of a written value (SHA-256, hex), to recognise it after a restart.
+fn digest(value: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(value.as_bytes()))
+}
+
+/// From `path`: the answer times of the last minute, as instants of this process, oldest first,
+/// and the digests of what was written. A time in the future (the clock was set back) and a write
+/// in flight count as now; a file that cannot be read counts as a full window
+/// (`max_writes_per_minute` writes now) and nothing written; no file as neither.
+fn load_history(path: &Path, cfg: &StatusConfig) -> (VecDeque<Instant>, BTreeMap<String, String>) {
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    let history = match std::fs::read(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => History::default(),
+        read => match read
+            .map_err(anyhow::Error::from)
+            .and_then(|b| serde_json::from_slice::<History>(&b).map_err(Into::into))
+        {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot read '{}' ({e:#}): guest attributes wait a minute",
+                    path.display()
+                );
+                let full = usize::try_from(cfg.max_writes_per_minute).unwrap_or(usize::MAX);
+                return (
+                    std::iter::repeat_n(now, full.min(1024)).collect(),
+                    BTreeMap::new(),
+                );
+            }
+        },
+    };
+    let mut recent: Vec<Instant> = history
+        .answered_ms
+        .iter()
+        .filter_map(|ms| {
+            let at = UNIX_EPOCH.checked_add(Duration::from_millis(*ms))?;
+            let age = wall.duration_since(at).unwrap_or(Duration::ZERO);
+            (age < MINUTE).then(|| now.checked_sub(age).unwrap_or(now))
+        })
+        .chain(history.in_flight_ms.map(|_| now))
+        .collect();
+    recent.sort();
+    (recent.into(), history.written)
 }
 
 #[cfg(test)]
@@ -251,6 +382,10 @@ mod tests {
     use super::*;
 
     fn writer(per_minute: u32, per_second: u32) -> Writer {
+        kept_writer(per_minute, per_second, None)
+    }
+
+    fn kept_writer(per_minute: u32, per_second: u32, history: Option<PathBuf>) -> Writer {
         let client = Client::new(&crate::metadata::MetadataConfig::default()).expect("client");
         Writer::new(
             client,
@@ -259,7 +394,88 @@ mod tests {
                 max_writes_per_second: per_second,
                 ..StatusConfig::default()
             },
+            history,
         )
+    }
+
+    /// A history file in a new directory holding `history`.
+    fn history_file(history: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(HISTORY_FILE);
+        std::fs::write(&path, history).expect("history");
+        (dir, path)
+    }
+
+    fn ms_ago(secs: u64) -> u64 {
+        unix_ms(SystemTime::now() - Duration::from_secs(secs))
+    }
+
+    /// How long from now the next write waits, in whole seconds.
+    fn wait_secs(w: &mut Writer) -> u64 {
+        let now = Instant::now();
+        w.next_slot(now).duration_since(now).as_secs_f64().round() as u64
+    }
+
+    #[test]
+    fn a_restarted_writer_goes_on_from_the_kept_window() {
+        // Nine answers 10 s ago, one 70 s ago: the minute is full for another 50 s.
+        let mut answered: Vec<u64> = vec![ms_ago(70)];
+        answered.extend(std::iter::repeat_n(ms_ago(10), 9));
+        let (_dir, path) = history_file(&format!("{{\"answered_ms\":{answered:?}}}"));
+        let mut w = kept_writer(9, 3, Some(path));
+        assert_eq!(w.recent.len(), 9, "the old write no longer counts");
+        assert_eq!(wait_secs(&mut w), 50);
+    }
+
+    #[test]
+    fn a_write_in_flight_or_in_the_future_counts_as_now_and_a_bad_file_as_a_full_minute() {
+        let (_d1, path) = history_file(&format!(
+            "{{\"answered_ms\":[{}],\"in_flight_ms\":{}}}",
+            unix_ms(SystemTime::now() + Duration::from_secs(3600)),
+            ms_ago(30)
+        ));
+        let mut w = kept_writer(2, 3, Some(path));
+        assert_eq!(wait_secs(&mut w), 60);
+        for bad in ["", "{\"answered_ms\": \"x\"}", "not json"] {
+            let (_d, path) = history_file(bad);
+            let mut w = kept_writer(9, 3, Some(path));
+            assert_eq!(wait_secs(&mut w), 60, "{bad:?}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = kept_writer(9, 3, Some(dir.path().join(HISTORY_FILE)));
+        assert_eq!(wait_secs(&mut w), 0, "no file: a first start");
+    }
+
+    #[tokio::test]
+    async fn the_history_is_kept_with_the_write_in_flight() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(HISTORY_FILE);
+        let mut w = kept_writer(9, 3, Some(path.clone()));
+        let now = Instant::now();
+        w.recent.extend([
+            now - Duration::from_secs(61),
+            now - Duration::from_secs(5),
+            now,
+        ]);
+        w.save_history(Some(SystemTime::now())).await;
+        let kept: History =
+            serde_json::from_slice(&std::fs::read(&path).expect("file")).expect("history");
+        assert_eq!(kept.answered_ms.len(), 2, "only the last minute");
+        assert!(kept.in_flight_ms.is_some());
+        // The next process sees the two answers of the last minute and the write in flight.
+        let mut next = kept_writer(3, 3, Some(path.clone()));
+        assert_eq!(next.recent.len(), 3);
+        assert_eq!(wait_secs(&mut next), 55);
+        w.written.insert("job-a".into(), digest("done"));
+        w.save_history(None).await;
+        let mut next = kept_writer(3, 3, Some(path));
+        assert_eq!(next.recent.len(), 2);
+        assert_eq!(wait_secs(&mut next), 0);
+        // What is there already is not sent again; a changed value is.
+        next.set("job-a".into(), "done".into());
+        assert!(next.pending.is_empty());
+        next.set("job-a".into(), "failed".into());
+        assert!(next.pending.contains_key("job-a"));
     }
 
     #[test]
@@ -301,7 +517,7 @@ mod tests {
         w.set("b".into(), "1".into());
         w.set("a".into(), "2".into());
         assert_eq!(w.pending.get("a"), Some(&("2".to_owned(), 1)));
-        w.written.insert("c".into(), "x".into());
+        w.written.insert("c".into(), digest("x"));
         w.set("c".into(), "x".into());
         assert!(
             !w.pending.contains_key("c"),

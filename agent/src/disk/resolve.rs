@@ -16,10 +16,16 @@
 //! The device name is joined into paths, so it is validated first: never empty, no `/`, no `..`,
 //! no NUL, only ASCII letters, digits, `-`, `_` and `.`.
 //!
+//! Only nvme-cli opens devices (read-only, to identify them), and never one that [`Unopened`]
+//! rules out from what `instance/disks/` says: the devices the by-id links of refused disks (the
+//! boot disk, READ_WRITE ones) point at, a device holding filesystems mounted on this system, and,
+//! when the disk is attached READ_ONLY, a device the kernel shows writable. SCSI and virtio disks
+//! are identified from sysfs alone.
+//!
 //! What this module does not do: attach or detach disks, trigger udev, mount anything, or set the
-//! device read-only (that is [`super::loopdev`] and `crate::mount`). It opens no block device; it
-//! only reads links, sysfs attributes and nvme-cli's output, and reports the kernel's read-only
-//! flag and size as it finds them.
+//! device read-only (that is [`super::loopdev`] and `crate::mount`). It opens no block device
+//! itself; it reads links, sysfs attributes, mountinfo and nvme-cli's output, and reports the
+//! kernel's read-only flag and size as it finds them.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -81,6 +87,25 @@ impl Default for Resolver {
             nvme_timeout: NVME_TIMEOUT,
         }
     }
+}
+
+/// What a lookup leaves unopened, decided from `instance/disks/` before it starts. The default
+/// leaves out only devices with filesystems mounted on this system.
+#[derive(Debug, Clone, Default)]
+pub struct Unopened {
+    /// Device names of the attached disks that are refused (the boot disk, READ_WRITE ones):
+    /// the devices their by-id links point at are not opened.
+    pub refused: Vec<String>,
+    /// The disk looked for is attached READ_ONLY: a device whose kernel read-only flag is clear
+    /// is not it, and is not opened.
+    pub read_only: bool,
+}
+
+/// [`Unopened`] with the refused disks' links followed, for one attempt.
+struct Guard {
+    /// (device name, the device its link points at).
+    refused: Vec<(String, PathBuf)>,
+    read_only: bool,
 }
 
 /// How a device was found.
@@ -293,23 +318,29 @@ impl Resolver {
     ///
     /// Blocking: reads sysfs and may run nvme-cli (each run bounded by
     /// [`Resolver::nvme_timeout`]).
-    pub fn resolve_once(&self, device_name: &str) -> Result<Resolved, ResolveError> {
+    pub fn resolve_once(
+        &self,
+        device_name: &str,
+        unopened: &Unopened,
+    ) -> Result<Resolved, ResolveError> {
         validate_device_name(device_name)?;
         let mut tried = Vec::new();
-        let nvme = self.nvme_binary();
+        let bin = self.nvme_binary();
+        let guard = self.guard(unopened);
+        let nvme = bin.as_deref().map(|bin| (bin, &guard));
 
         for (prefix, via) in [
             (GOOGLE_PREFIX, Via::ById as fn(PathBuf) -> Via),
             (SCSI_PREFIX, Via::ScsiId as fn(PathBuf) -> Via),
         ] {
             let link = self.by_id_dir.join(format!("{prefix}{device_name}"));
-            if let Some(found) = self.try_link(&link, device_name, nvme.as_deref(), &mut tried) {
+            if let Some(found) = self.try_link(&link, device_name, nvme, &mut tried) {
                 let (device, kname, info, serial) = found;
                 return Ok(resolved(device, kname, via(link), serial, info));
             }
         }
 
-        if let Some((kname, info, serial)) = self.scan(device_name, nvme.as_deref(), &mut tried)? {
+        if let Some((kname, info, serial)) = self.scan(device_name, nvme, &mut tried)? {
             let device = self.dev_dir.join(&kname);
             return Ok(resolved(device, kname, Via::SerialScan, serial, info));
         }
@@ -321,7 +352,7 @@ impl Resolver {
     }
 
     /// Wait up to `wait` for the disk attached as `device_name` to show up: [`resolve_once`]
-    /// every 500 ms, plus one last look at the deadline. Stops at once when `cancel` fires. An
+    /// every 500 ms (opening nothing `unopened` rules out), plus one last look at the deadline. Stops at once when `cancel` fires. An
     /// invalid name fails at once; otherwise the last attempt's error is returned at the
     /// deadline. An attempt under way at the deadline is finished (it is bounded: a few sysfs
     /// reads and nvme-cli runs), so the total can exceed `wait` by one attempt.
@@ -330,6 +361,7 @@ impl Resolver {
     pub async fn resolve(
         &self,
         device_name: &str,
+        unopened: &Unopened,
         wait: Duration,
         cancel: &CancellationToken,
     ) -> Result<Resolved, ResolveError> {
@@ -340,8 +372,8 @@ impl Resolver {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let this = self.clone();
-            let name = device_name.to_owned();
-            let attempt = tokio::task::spawn_blocking(move || this.resolve_once(&name));
+            let (name, unopened) = (device_name.to_owned(), unopened.clone());
+            let attempt = tokio::task::spawn_blocking(move || this.resolve_once(&name, &unopened));
             let result = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Err(cancelled()),
@@ -377,7 +409,7 @@ impl Resolver {
         &self,
         link: &Path,
         name: &str,
-        nvme: Option<&Path>,
+        nvme: Option<(&Path, &Guard)>,
         tried: &mut Vec<String>,
     ) -> Option<(PathBuf, String, DevInfo, String)> {
         let shown = link.display();
@@ -441,7 +473,7 @@ impl Resolver {
     fn scan(
         &self,
         name: &str,
-        nvme: Option<&Path>,
+        nvme: Option<(&Path, &Guard)>,
         tried: &mut Vec<String>,
     ) -> Result<Option<(String, DevInfo, String)>, ResolveError> {
         let block = self.sys_dir.join("block");
@@ -501,8 +533,9 @@ impl Resolver {
         Ok(found)
     }
 
-    /// Serial and attributes of `<sys>/block/<kname>`; `device` is the node handed to nvme-cli.
-    fn dev_info(&self, kname: &str, device: &Path, nvme: Option<&Path>) -> DevInfo {
+    /// Serial and attributes of `<sys>/block/<kname>`; `device` is the node handed to nvme-cli
+    /// (with the guard on what it may open).
+    fn dev_info(&self, kname: &str, device: &Path, nvme: Option<(&Path, &Guard)>) -> DevInfo {
         let dir = self.sys_dir.join("block").join(kname);
         let mut info = DevInfo {
             read_only: read_attr(&dir.join("ro")).and_then(|s| match s.as_str() {
@@ -522,24 +555,31 @@ impl Resolver {
             return info;
         }
         match dev_kind(kname) {
-            Some(DevKind::Nvme) => match nvme {
-                Some(bin) => match self.nvme_id_ns(bin, device) {
-                    Ok(data) => {
-                        info.serial = nvme_device_name(&data);
-                        if info.serial.is_none() {
-                            info.no_serial = Some("no device_name in NVMe id-ns data".into());
+            Some(DevKind::Nvme) => {
+                let why_not = match nvme {
+                    None => Some("no nvme-cli to read NVMe id".to_owned()),
+                    Some((_, guard)) => guard.forbids(device, &info),
+                };
+                match (nvme, why_not) {
+                    (_, Some(why)) => {
+                        tracing::debug!(device = %device.display(), reason = %why, "NVMe device skipped");
+                        info.no_serial = Some(why);
+                    }
+                    (Some((bin, _)), None) => match self.nvme_id_ns(bin, device) {
+                        Ok(data) => {
+                            info.serial = nvme_device_name(&data);
+                            if info.serial.is_none() {
+                                info.no_serial = Some("no device_name in NVMe id-ns data".into());
+                            }
                         }
-                    }
-                    Err(e) => {
-                        tracing::debug!(device = %device.display(), error = %e, "nvme id-ns failed");
-                        info.no_serial = Some(format!("nvme id-ns failed: {e}"));
-                    }
-                },
-                None => {
-                    tracing::debug!(device = %device.display(), "no nvme-cli: skipping NVMe device");
-                    info.no_serial = Some("no nvme-cli to read NVMe id".into());
+                        Err(e) => {
+                            tracing::debug!(device = %device.display(), error = %e, "nvme id-ns failed");
+                            info.no_serial = Some(format!("nvme id-ns failed: {e}"));
+                        }
+                    },
+                    (None, None) => {}
                 }
-            },
+            }
             _ => {
                 info.serial = read_bounded(&dir.join("device/vpd_pg80"))
                     .ok()
@@ -552,6 +592,28 @@ impl Resolver {
             }
         }
         info
+    }
+
+    /// `unopened` with the refused disks' by-id links followed (a refused name that is not a
+    /// valid device name has no link to follow).
+    fn guard(&self, unopened: &Unopened) -> Guard {
+        let mut refused = Vec::new();
+        for name in &unopened.refused {
+            if validate_device_name(name).is_err() {
+                continue;
+            }
+            for prefix in [GOOGLE_PREFIX, SCSI_PREFIX] {
+                if let Ok(dev) =
+                    std::fs::canonicalize(self.by_id_dir.join(format!("{prefix}{name}")))
+                {
+                    refused.push((name.clone(), dev));
+                }
+            }
+        }
+        Guard {
+            refused,
+            read_only: unopened.read_only,
+        }
     }
 
     /// nvme-cli to use, if any.
@@ -585,6 +647,26 @@ impl Resolver {
 }
 
 /// Assemble the answer.
+impl Guard {
+    /// Why `device` (with the sysfs `info` read so far) must not be opened, if it must not.
+    fn forbids(&self, device: &Path, info: &DevInfo) -> Option<String> {
+        let real = std::fs::canonicalize(device).unwrap_or_else(|_| device.to_owned());
+        if let Some((name, _)) = self.refused.iter().find(|(_, d)| *d == real) {
+            return Some(format!("the device of refused disk '{name}': not opened"));
+        }
+        if self.read_only && info.read_only == Some(false) {
+            return Some("writable (ro = 0) and the disk is attached READ_ONLY: not opened".into());
+        }
+        let dev = crate::mount::mountinfo::block_device_number(&real)?;
+        let users = crate::mount::mountinfo::users(dev).ok()?;
+        let first = users.mounts.first()?;
+        Some(format!(
+            "holds a filesystem mounted on {}: not opened",
+            first.mount_point.display()
+        ))
+    }
+}
+
 fn resolved(
     device: PathBuf,
     kernel_name: String,
@@ -836,7 +918,10 @@ mod tests {
         }
         let tree = Tree::new();
         for bad in ["../x", "a/b", ""] {
-            let err = tree.resolver.resolve_once(bad).expect_err(bad);
+            let err = tree
+                .resolver
+                .resolve_once(bad, &Unopened::default())
+                .expect_err(bad);
             assert!(matches!(err, ResolveError::InvalidName { .. }), "{err}");
         }
     }
@@ -885,7 +970,10 @@ mod tests {
         let tree = Tree::new();
         tree.scsi("sdb", "data-1");
         tree.link("google-data-1", &tree.dev("sdb"));
-        let r = tree.resolver.resolve_once("data-1").expect("found");
+        let r = tree
+            .resolver
+            .resolve_once("data-1", &Unopened::default())
+            .expect("found");
         assert_eq!(r.device, tree.dev("sdb"));
         assert_eq!(r.kernel_name, "sdb");
         assert_eq!(
@@ -904,7 +992,10 @@ mod tests {
         let tree = Tree::new();
         tree.scsi("sdb", "data-1");
         tree.link("google-data-1", Path::new("../dev/sdb"));
-        let r = tree.resolver.resolve_once("data-1").expect("found");
+        let r = tree
+            .resolver
+            .resolve_once("data-1", &Unopened::default())
+            .expect("found");
         assert_eq!(
             r.device,
             std::fs::canonicalize(tree.dev("sdb")).expect("canonicalize")
@@ -917,7 +1008,10 @@ mod tests {
         let tree = Tree::new();
         tree.scsi("sdc", "data-1");
         tree.link("scsi-0Google_PersistentDisk_data-1", &tree.dev("sdc"));
-        let r = tree.resolver.resolve_once("data-1").expect("found");
+        let r = tree
+            .resolver
+            .resolve_once("data-1", &Unopened::default())
+            .expect("found");
         assert_eq!(r.device, tree.dev("sdc"));
         assert_eq!(
             r.via,
@@ -936,7 +1030,10 @@ mod tests {
         tree.scsi("sdc", "data-1");
         tree.scsi("sda", "boot");
         tree.link("google-data-1", &tree.dev("sdb"));
-        let r = tree.resolver.resolve_once("data-1").expect("found");
+        let r = tree
+            .resolver
+            .resolve_once("data-1", &Unopened::default())
+            .expect("found");
         assert_eq!(r.device, tree.dev("sdc"));
         assert_eq!(r.via, Via::SerialScan);
         assert_eq!(r.serial, "data-1");
@@ -950,7 +1047,7 @@ mod tests {
         tree.link("google-data-1", &img);
         let err = tree
             .resolver
-            .resolve_once("data-1")
+            .resolve_once("data-1", &Unopened::default())
             .expect_err("unverified");
         assert_eq!(err.kind(), "not_found");
     }
@@ -968,10 +1065,16 @@ mod tests {
         std::fs::create_dir_all(&sdd).expect("mkdir");
         std::fs::write(sdd.join("serial"), "data-2").expect("write");
         std::fs::write(tree.dev("sdd"), b"").expect("write");
-        let r = tree.resolver.resolve_once("data-1").expect("vdb");
+        let r = tree
+            .resolver
+            .resolve_once("data-1", &Unopened::default())
+            .expect("vdb");
         assert_eq!((r.device, r.via), (tree.dev("vdb"), Via::SerialScan));
         assert_eq!(r.read_only, None);
-        let r = tree.resolver.resolve_once("data-2").expect("sdd");
+        let r = tree
+            .resolver
+            .resolve_once("data-2", &Unopened::default())
+            .expect("sdd");
         assert_eq!(r.device, tree.dev("sdd"));
     }
 
@@ -980,7 +1083,10 @@ mod tests {
         let tree = Tree::new();
         tree.scsi("sdb", "data-1");
         std::fs::remove_file(tree.dev("sdb")).expect("rm");
-        let err = tree.resolver.resolve_once("data-1").expect_err("no node");
+        let err = tree
+            .resolver
+            .resolve_once("data-1", &Unopened::default())
+            .expect_err("no node");
         assert!(err.to_string().contains("no "), "{err}");
     }
 
@@ -990,7 +1096,10 @@ mod tests {
         tree.scsi("sda", "boot");
         tree.scsi("sdb", "other");
         tree.link("google-data-1", &tree.dev("sdb"));
-        let err = tree.resolver.resolve_once("data-1").expect_err("not found");
+        let err = tree
+            .resolver
+            .resolve_once("data-1", &Unopened::default())
+            .expect_err("not found");
         let ResolveError::NotFound { device_name, tried } = &err else {
             panic!("{err}");
         };
@@ -1007,7 +1116,10 @@ mod tests {
     fn missing_sys_block_is_an_io_error() {
         let tree = Tree::new();
         std::fs::remove_dir(tree.resolver.sys_dir.join("block")).expect("rmdir");
-        let err = tree.resolver.resolve_once("data-1").expect_err("io");
+        let err = tree
+            .resolver
+            .resolve_once("data-1", &Unopened::default())
+            .expect_err("io");
         assert_eq!(err.kind(), "io");
     }
 
@@ -1039,13 +1151,73 @@ mod tests {
             let json = format!(r#"{{"device_name":"{name}","disk_type":"PERSISTENT"}}"#);
             std::fs::write(dir.join(format!("idns-{kname}")), id_ns(&json)).expect("write");
         }
-        let r = tree.resolver.resolve_once("data-1").expect("scan");
+        let r = tree
+            .resolver
+            .resolve_once("data-1", &Unopened::default())
+            .expect("scan");
         assert_eq!((r.device, r.via), (tree.dev("nvme0n2"), Via::SerialScan));
         assert_eq!(r.read_only, Some(false));
         tree.link("google-data-1", &tree.dev("nvme0n2"));
-        let r = tree.resolver.resolve_once("data-1").expect("link");
+        let r = tree
+            .resolver
+            .resolve_once("data-1", &Unopened::default())
+            .expect("link");
         assert!(matches!(r.via, Via::ById(_)), "{r:?}");
         assert_eq!(r.kernel_name, "nvme0n2");
+    }
+
+    #[test]
+    fn devices_ruled_out_are_never_handed_to_nvme_cli() {
+        let mut tree = Tree::new();
+        let dir = tree.tmp.path().to_owned();
+        let script = fake_nvme(
+            &tree,
+            &format!(
+                "echo \"$3\" >> \"{d}/opened\"\ncat \"{d}/idns-$(basename \"$3\")\"",
+                d = dir.display()
+            ),
+        );
+        tree.resolver.nvme_command = Some(script);
+        // The boot disk (its link names it), a READ_WRITE disk without a link, the READ_ONLY
+        // disk looked for, whose link is stale: it points at the boot disk.
+        for (kname, name, ro) in [
+            ("nvme0n1", "boot", "0"),
+            ("nvme0n2", "decoy", "0"),
+            ("nvme0n3", "data-1", "1"),
+        ] {
+            let sys = tree.resolver.sys_dir.join("block").join(kname);
+            std::fs::create_dir_all(&sys).expect("mkdir");
+            std::fs::write(sys.join("ro"), ro).expect("write");
+            std::fs::write(tree.dev(kname), b"").expect("write");
+            let json = format!(r#"{{"device_name":"{name}"}}"#);
+            std::fs::write(dir.join(format!("idns-{kname}")), id_ns(&json)).expect("write");
+        }
+        tree.link("google-boot", &tree.dev("nvme0n1"));
+        tree.link("google-data-1", &tree.dev("nvme0n1"));
+        let unopened = Unopened {
+            refused: vec!["boot".into(), "decoy".into()],
+            read_only: true,
+        };
+        let r = tree
+            .resolver
+            .resolve_once("data-1", &unopened)
+            .expect("found by the scan");
+        assert_eq!(
+            (r.kernel_name.as_str(), r.via),
+            ("nvme0n3", Via::SerialScan)
+        );
+        let opened = std::fs::read_to_string(dir.join("opened")).expect("log");
+        assert_eq!(
+            opened.lines().collect::<Vec<_>>(),
+            [tree.dev("nvme0n3").to_string_lossy()]
+        );
+        // Without the rules, every device is asked.
+        std::fs::remove_file(dir.join("opened")).expect("rm");
+        tree.resolver
+            .resolve_once("data-1", &Unopened::default())
+            .expect("found");
+        let opened = std::fs::read_to_string(dir.join("opened")).expect("log");
+        assert_eq!(opened.lines().count(), 4, "{opened}");
     }
 
     #[test]
@@ -1054,13 +1226,19 @@ mod tests {
         let sys = tree.resolver.sys_dir.join("block/nvme0n2");
         std::fs::create_dir_all(&sys).expect("mkdir");
         std::fs::write(tree.dev("nvme0n2"), b"").expect("write");
-        let err = tree.resolver.resolve_once("data-1").expect_err("no nvme");
+        let err = tree
+            .resolver
+            .resolve_once("data-1", &Unopened::default())
+            .expect_err("no nvme");
         assert!(err.to_string().contains("no nvme-cli"), "{err}");
 
         tree.resolver.nvme_command = Some(fake_nvme(&tree, "exec sleep 10"));
         tree.resolver.nvme_timeout = Duration::from_millis(200);
         let start = Instant::now();
-        let err = tree.resolver.resolve_once("data-1").expect_err("timeout");
+        let err = tree
+            .resolver
+            .resolve_once("data-1", &Unopened::default())
+            .expect_err("timeout");
         assert!(start.elapsed() < Duration::from_secs(3));
         assert!(err.to_string().contains("timed out"), "{err}");
     }
@@ -1073,7 +1251,12 @@ mod tests {
         let start = Instant::now();
         let err = tree
             .resolver
-            .resolve("data-1", Duration::from_millis(700), &cancel)
+            .resolve(
+                "data-1",
+                &Unopened::default(),
+                Duration::from_millis(700),
+                &cancel,
+            )
             .await
             .expect_err("not found");
         let took = start.elapsed();
@@ -1100,7 +1283,12 @@ mod tests {
         let start = Instant::now();
         let r = tree
             .resolver
-            .resolve("data-1", Duration::from_secs(10), &cancel)
+            .resolve(
+                "data-1",
+                &Unopened::default(),
+                Duration::from_secs(10),
+                &cancel,
+            )
             .await
             .expect("found");
         let took = start.elapsed();
@@ -1122,7 +1310,12 @@ mod tests {
         let start = Instant::now();
         let err = tree
             .resolver
-            .resolve("data-1", Duration::from_secs(30), &cancel)
+            .resolve(
+                "data-1",
+                &Unopened::default(),
+                Duration::from_secs(30),
+                &cancel,
+            )
             .await
             .expect_err("cancelled");
         assert_eq!(err.kind(), "cancelled");
@@ -1136,7 +1329,12 @@ mod tests {
         let start = Instant::now();
         let err = tree
             .resolver
-            .resolve("../etc", Duration::from_secs(30), &cancel)
+            .resolve(
+                "../etc",
+                &Unopened::default(),
+                Duration::from_secs(30),
+                &cancel,
+            )
             .await
             .expect_err("invalid");
         assert_eq!(err.kind(), "invalid_name");
