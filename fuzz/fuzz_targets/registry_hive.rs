@@ -29,7 +29,14 @@ impl FileAt for Bytes {
 /// Read every value of `key` and descend into its first subkeys.
 fn walk(key: &Key<'_>, depth: u32) {
     let _ = key.name();
-    for name in ["", "ProductName", "UBR", "DisplayName", "Hostname", "Current"] {
+    for name in [
+        "",
+        "ProductName",
+        "UBR",
+        "DisplayName",
+        "Hostname",
+        "Current",
+    ] {
         if let Ok(Some(v)) = key.value(name) {
             let _ = v.string(1 << 20);
             let _ = v.dword();

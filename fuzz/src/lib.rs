@@ -47,7 +47,9 @@ pub fn exercise(fs: &dyn RootFs) {
         if visited > 64 {
             break;
         }
-        let Ok(entries) = fs.read_dir(&dir) else { continue };
+        let Ok(entries) = fs.read_dir(&dir) else {
+            continue;
+        };
         for e in entries.into_iter().take(64) {
             let path = format!("{}/{}", dir.trim_end_matches('/'), e.name);
             let _ = fs.symlink_metadata(&path);
