@@ -33,7 +33,7 @@ use crate::metadata::Client;
 const DISABLED_PAUSE: Duration = Duration::from_secs(300);
 /// The longer of the two rate windows: writes older than this no longer count.
 const MINUTE: Duration = Duration::from_secs(60);
-/// The recent write times, in the state directory.
+/// The recent write times and what was written, in the state directory.
 pub const HISTORY_FILE: &str = "guest-attributes.json";
 
 /// What [`HISTORY_FILE`] holds (times in Unix milliseconds).
