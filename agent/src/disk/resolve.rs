@@ -352,10 +352,11 @@ impl Resolver {
     }
 
     /// Wait up to `wait` for the disk attached as `device_name` to show up: [`resolve_once`]
-    /// every 500 ms (opening nothing `unopened` rules out), plus one last look at the deadline. Stops at once when `cancel` fires. An
-    /// invalid name fails at once; otherwise the last attempt's error is returned at the
-    /// deadline. An attempt under way at the deadline is finished (it is bounded: a few sysfs
-    /// reads and nvme-cli runs), so the total can exceed `wait` by one attempt.
+    /// every 500 ms (opening nothing `unopened` rules out), plus one last look at the deadline.
+    /// Stops at once when `cancel` fires. An invalid name fails at once; otherwise the last
+    /// attempt's error is returned at the deadline. An attempt under way at the deadline is
+    /// finished (it is bounded: a few sysfs reads and nvme-cli runs), so the total can exceed
+    /// `wait` by one attempt.
     ///
     /// [`resolve_once`]: Resolver::resolve_once
     pub async fn resolve(
@@ -556,16 +557,16 @@ impl Resolver {
         }
         match dev_kind(kname) {
             Some(DevKind::Nvme) => {
-                let why_not = match nvme {
-                    None => Some("no nvme-cli to read NVMe id".to_owned()),
-                    Some((_, guard)) => guard.forbids(device, &info),
+                let asked = match nvme {
+                    None => Err("no nvme-cli to read NVMe id".to_owned()),
+                    Some((bin, guard)) => guard.forbids(device, &info).map_or(Ok(bin), Err),
                 };
-                match (nvme, why_not) {
-                    (_, Some(why)) => {
+                match asked {
+                    Err(why) => {
                         tracing::debug!(device = %device.display(), reason = %why, "NVMe device skipped");
                         info.no_serial = Some(why);
                     }
-                    (Some((bin, _)), None) => match self.nvme_id_ns(bin, device) {
+                    Ok(bin) => match self.nvme_id_ns(bin, device) {
                         Ok(data) => {
                             info.serial = nvme_device_name(&data);
                             if info.serial.is_none() {
@@ -577,7 +578,6 @@ impl Resolver {
                             info.no_serial = Some(format!("nvme id-ns failed: {e}"));
                         }
                     },
-                    (None, None) => {}
                 }
             }
             _ => {
