@@ -646,7 +646,6 @@ impl Resolver {
     }
 }
 
-/// Assemble the answer.
 impl Guard {
     /// Why `device` (with the sysfs `info` read so far) must not be opened, if it must not.
     fn forbids(&self, device: &Path, info: &DevInfo) -> Option<String> {
@@ -667,6 +666,7 @@ impl Guard {
     }
 }
 
+/// Assemble the answer.
 fn resolved(
     device: PathBuf,
     kernel_name: String,
@@ -805,6 +805,18 @@ mod tests {
             std::fs::write(dev.join("ro"), "1\n").expect("write");
             std::fs::write(dev.join("size"), "20971520\n").expect("write");
             std::fs::write(self.resolver.dev_dir.join(kname), b"").expect("write");
+        }
+
+        /// An NVMe namespace `kname` with read-only flag `ro`, its device node, and the Identify
+        /// Namespace data naming `name` in `<tmp>/idns-<kname>` (for a fake nvme-cli to print).
+        fn nvme(&self, kname: &str, name: &str, ro: &str) {
+            let sys = self.resolver.sys_dir.join("block").join(kname);
+            std::fs::create_dir_all(&sys).expect("mkdir");
+            std::fs::write(sys.join("ro"), ro).expect("write");
+            std::fs::write(self.dev(kname), b"").expect("write");
+            let json = format!(r#"{{"device_name":"{name}","disk_type":"PERSISTENT"}}"#);
+            let idns = self.tmp.path().join(format!("idns-{kname}"));
+            std::fs::write(idns, id_ns(&json)).expect("write");
         }
 
         fn link(&self, name: &str, target: &Path) {
@@ -1143,14 +1155,8 @@ mod tests {
             ),
         );
         tree.resolver.nvme_command = Some(script);
-        for (kname, name) in [("nvme0n1", "boot"), ("nvme0n2", "data-1")] {
-            let sys = tree.resolver.sys_dir.join("block").join(kname);
-            std::fs::create_dir_all(&sys).expect("mkdir");
-            std::fs::write(sys.join("ro"), "0").expect("write");
-            std::fs::write(tree.dev(kname), b"").expect("write");
-            let json = format!(r#"{{"device_name":"{name}","disk_type":"PERSISTENT"}}"#);
-            std::fs::write(dir.join(format!("idns-{kname}")), id_ns(&json)).expect("write");
-        }
+        tree.nvme("nvme0n1", "boot", "0");
+        tree.nvme("nvme0n2", "data-1", "0");
         let r = tree
             .resolver
             .resolve_once("data-1", &Unopened::default())
@@ -1180,18 +1186,9 @@ mod tests {
         tree.resolver.nvme_command = Some(script);
         // The boot disk (its link names it), a READ_WRITE disk without a link, the READ_ONLY
         // disk looked for, whose link is stale: it points at the boot disk.
-        for (kname, name, ro) in [
-            ("nvme0n1", "boot", "0"),
-            ("nvme0n2", "decoy", "0"),
-            ("nvme0n3", "data-1", "1"),
-        ] {
-            let sys = tree.resolver.sys_dir.join("block").join(kname);
-            std::fs::create_dir_all(&sys).expect("mkdir");
-            std::fs::write(sys.join("ro"), ro).expect("write");
-            std::fs::write(tree.dev(kname), b"").expect("write");
-            let json = format!(r#"{{"device_name":"{name}"}}"#);
-            std::fs::write(dir.join(format!("idns-{kname}")), id_ns(&json)).expect("write");
-        }
+        tree.nvme("nvme0n1", "boot", "0");
+        tree.nvme("nvme0n2", "decoy", "0");
+        tree.nvme("nvme0n3", "data-1", "1");
         tree.link("google-boot", &tree.dev("nvme0n1"));
         tree.link("google-data-1", &tree.dev("nvme0n1"));
         let unopened = Unopened {
