@@ -511,19 +511,16 @@ async fn scan_step(env: &Env, j: &mut Journal, ctl: &Control) -> Step {
     // `attach_timeout_secs` of the assignment (restarts of the agent do not extend it).
     let attach_deadline = assigned_at(j) + Duration::from_secs(env.agent.attach_timeout_secs);
     let mut disks = env.disks.clone();
-    // Decided from `instance/disks/` alone, before anything is opened: whether this disk may be
-    // scanned, and which devices finding it must leave unopened.
-    let unopened = loop {
-        let admitted = match &*disks.borrow_and_update() {
-            Some(list) => match assignments::admit(&j.assignment, list, policy) {
-                Admission::Admit(disk) => Some(assignments::unopened(&disk, list, policy)),
-                Admission::Refuse(why) => return Step::Fail(why),
-                Admission::NotAttached => None,
-            },
-            None => None,
+    // Decided from `instance/disks/` alone, before anything is opened.
+    let admitted = loop {
+        let admission = match &*disks.borrow_and_update() {
+            Some(list) => assignments::admit(&j.assignment, list, policy),
+            None => Admission::NotAttached,
         };
-        if let Some(unopened) = admitted {
-            break unopened;
+        match admission {
+            Admission::Admit(disk) => break disk,
+            Admission::Refuse(why) => return Step::Fail(why),
+            Admission::NotAttached => {}
         }
         if j.error.is_none() {
             j.error = Some(format!(
@@ -559,6 +556,13 @@ async fn scan_step(env: &Env, j: &mut Journal, ctl: &Control) -> Step {
     }
     j.error = None;
     let wait = Duration::from_secs(env.agent.device_wait_secs);
+    // What finding the device must leave unopened, from the disks attached now (the wait for a
+    // slot may have seen others attached).
+    let unopened = assignments::unopened(
+        &admitted,
+        disks.borrow().as_deref().unwrap_or_default(),
+        policy,
+    );
     let resolved = match env
         .resolver
         .resolve(&j.assignment.device_name, &unopened, wait, &ctl.cancel)
