@@ -119,6 +119,11 @@ async fn run_ok(name: &str, p: &Profile, ctx: &ScanContext) -> RunOutcome {
         .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
+/// The start of a stand-in that leaves a process group behind: it records its group (`pg.pid`),
+/// starts a background child and records it last (`bg.pid`, renamed into place, so a test that
+/// sees `bg.pid` can read both whole).
+const GROUP: &str = "echo $$ > @PROBE@/pg.pid; sleep 1000 & echo $! > @PROBE@/bg.new; mv @PROBE@/bg.new @PROBE@/bg.pid";
+
 /// No live process remains in the group the stand-in recorded (`pg.pid`), and its background
 /// child (`bg.pid`) is dead.
 fn assert_group_gone(b: &Bench, what: &str) {
@@ -383,7 +388,7 @@ async fn timeout_kills_the_whole_group() {
     struct Case {
         name: &'static str,
         /// `trap '' TERM` is inherited by the children: only SIGKILL stops them.
-        body: &'static str,
+        body: String,
         grace_secs: u64,
         min_ms: u64,
         max_ms: u64,
@@ -391,14 +396,14 @@ async fn timeout_kills_the_whole_group() {
     let cases = [
         Case {
             name: "honours SIGTERM",
-            body: "sleep 1000 & echo $! > @PROBE@/bg.pid; echo $$ > @PROBE@/pg.pid; wait",
+            body: format!("{GROUP}; wait"),
             grace_secs: 10,
             min_ms: 1000,
             max_ms: 5000,
         },
         Case {
             name: "ignores SIGTERM",
-            body: "trap '' TERM; sleep 1000 & echo $! > @PROBE@/bg.pid; echo $$ > @PROBE@/pg.pid; wait",
+            body: format!("trap '' TERM; {GROUP}; wait"),
             grace_secs: 1,
             min_ms: 2000,
             max_ms: 6000,
@@ -406,7 +411,7 @@ async fn timeout_kills_the_whole_group() {
     ];
     for c in cases {
         let b = Bench::new();
-        let scanner = b.script("bin/scan", c.body);
+        let scanner = b.script("bin/scan", &c.body);
         let p = Profile {
             timeout_secs: 1,
             kill_grace_secs: c.grace_secs,
@@ -429,10 +434,7 @@ async fn timeout_kills_the_whole_group() {
 #[tokio::test]
 async fn cancel_kills_the_whole_group() {
     let b = Bench::new();
-    let scanner = b.script(
-        "bin/scan",
-        "sleep 1000 & echo $! > @PROBE@/bg.pid; echo $$ > @PROBE@/pg.pid; wait",
-    );
+    let scanner = b.script("bin/scan", &format!("{GROUP}; wait"));
     let p = profile(&[scanner.to_str().expect("utf-8")]);
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
@@ -454,10 +456,7 @@ async fn cancel_kills_the_whole_group() {
 async fn leftovers_of_a_finished_scanner_are_stopped() {
     let b = Bench::new();
     // The background child keeps stdout open: without stopping it the run would never end.
-    let scanner = b.script(
-        "bin/scan",
-        "sleep 1000 & echo $! > @PROBE@/bg.pid; echo $$ > @PROBE@/pg.pid; exit 0",
-    );
+    let scanner = b.script("bin/scan", &format!("{GROUP}; exit 0"));
     let p = profile(&[scanner.to_str().expect("utf-8")]);
     let started = Instant::now();
     let out = run_ok("leftover", &p, &b.ctx()).await;
@@ -479,8 +478,33 @@ fn vm_hwm_kib() -> u64 {
         .expect("VmHWM")
 }
 
+/// Peak RSS belongs to the whole process: the flood runs in a test process of its own, where no
+/// other test (nor a failing test's backtrace) allocates meanwhile.
+#[test]
+fn output_flood_is_capped() {
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "flood_alone",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .output()
+        .expect("run the flood alone");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test]
-async fn output_flood_is_capped() {
+#[ignore = "run alone by output_flood_is_capped"]
+async fn flood_alone() {
     const FLOOD: u64 = 50 * 1024 * 1024;
     const CAP: u64 = 4096;
     let b = Bench::new();
