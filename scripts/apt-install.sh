@@ -17,6 +17,8 @@ apt_install() {
         *" qemu-system"* | *" libguestfs"*)
             qu=$(apt-cache policy qemu-utils | awk '/bookworm\/main/ {print prev} {prev=$1}' | head -n1) ;;
     esac
+    # qemu-utils itself, when asked for, comes in that version too.
+    [ -n "$qu" ] && for i in "${!need[@]}"; do [ "${need[$i]}" = qemu-utils ] && unset "need[$i]"; done
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --allow-downgrades "${need[@]}" \
         ${qu:+qemu-utils=$qu} >/dev/null
 }

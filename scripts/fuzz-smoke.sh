@@ -67,7 +67,7 @@ open(sys.argv[1], "wb").write(bytes(base) + bytes(bins))
 HIVE
 
 targets=(partition_table probe ext4_rootfs xfs_rootfs btrfs_rootfs ntfs_rootfs rpm_header lvm
-    metadata_inputs registry_hive)
+    metadata_inputs registry_hive image_qcow2 image_vmdk image_vhd image_vhdx image_gce_tarball)
 for t in "${targets[@]}"; do mkdir -p "corpus/$t"; done
 cp "$seeds/gpt.img" "$seeds/mbr.img" corpus/partition_table/
 cp "$seeds/ext4.img" corpus/probe/
@@ -86,6 +86,17 @@ printf '[{"id":"a1","device_name":"disk-a","snapshot":"s","labels":{"k":"v"}},{"
 printf '[{"deviceName":"disk-a","index":1,"mode":"READ_ONLY","type":"PERSISTENT"}]' \
     >corpus/metadata_inputs/disks
 
+# Small images of each format, made by qemu-img from the GPT seed (with data) and by tar + gzip.
+qemu-img convert -f raw -O qcow2 "$seeds/gpt.img" corpus/image_qcow2/plain
+qemu-img convert -c -f raw -O qcow2 -o compat=0.10 "$seeds/ext4.img" corpus/image_qcow2/compressed-v2
+qemu-img convert -f raw -O vmdk "$seeds/ext4.img" corpus/image_vmdk/sparse
+qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$seeds/ext4.img" corpus/image_vmdk/stream
+qemu-img convert -f raw -O vpc "$seeds/ext4.img" corpus/image_vhd/dynamic
+qemu-img convert -f raw -O vpc -o subformat=fixed,force_size=on "$seeds/gpt.img" corpus/image_vhd/fixed
+qemu-img convert -f raw -O vhdx -o block_size=1M,log_size=1M "$seeds/gpt.img" corpus/image_vhdx/plain
+cp "$seeds/ext4.img" "$seeds/disk.raw"
+tar --format=oldgnu -Sczf corpus/image_gce_tarball/disk.tar.gz -C "$seeds" disk.raw
+
 # Inputs that once crashed a target run first, as regression tests.
 for t in regressions/*/; do
     t=$(basename "$t")
@@ -94,10 +105,17 @@ done
 
 cargo fuzz build -O
 log="$seeds/fuzz.log"
+# The image targets write each input to a file under $TMPDIR: keep those with the seeds.
+export TMPDIR="$seeds"
 for t in "${targets[@]}"; do
     echo "--- fuzz $t for ${seconds}s"
-    # XFS and Btrfs seeds are whole 16 MiB filesystems; the rest fit in 1 MiB.
-    case $t in xfs_rootfs | btrfs_rootfs) max_len=$((16 << 20)) ;; *) max_len=$((1 << 20)) ;; esac
+    # XFS and Btrfs seeds are whole 16 MiB filesystems, a VHDX has a 1 MiB log and more; the
+    # rest fit in 1 MiB.
+    case $t in
+    xfs_rootfs | btrfs_rootfs) max_len=$((16 << 20)) ;;
+    image_vhdx) max_len=$((4 << 20)) ;;
+    *) max_len=$((1 << 20)) ;;
+    esac
     if ! cargo fuzz run -O "$t" "corpus/$t" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len="$max_len" \
         -print_final_stats=1 >"$log" 2>&1; then

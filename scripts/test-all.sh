@@ -27,7 +27,7 @@ step "Debian packages"
 apt_install e2fsprogs xfsprogs btrfs-progs dosfstools exfatprogs ntfs-3g gdisk fdisk util-linux \
     lvm2 cryptsetup-bin libhivex-bin debootstrap mtools zstd gzip curl \
     rpm db5.3-util db-util sqlite3 gnupg gpgconf gcc g++ systemd python3 \
-    qemu-system-x86 socat packer openssh-client jq openssl nvme-cli
+    qemu-system-x86 qemu-utils tar socat packer openssh-client jq openssl nvme-cli
 # Node.js and npm run Google's own metadata client against the fake metadata server. Whatever
 # Node.js the machine has will do (Debian 12's is enough): install Debian's only if none.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then

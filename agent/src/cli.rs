@@ -12,8 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config};
 use crate::inspect::{self, Options};
+use crate::policy::Policy;
 use crate::scan::report::{render_summary, Status, Subject};
 use crate::scan::{self, ScanRequest};
+use crate::scanner::INVENTORY;
 use crate::upload::Sink;
 
 /// Everything worked.
@@ -29,6 +31,8 @@ pub const EXIT_PARTIAL: u8 = 3;
 pub const EXIT_UPLOAD_FAILED: u8 = 4;
 /// Stopped by SIGINT or SIGTERM, after cleaning up (128 + SIGINT, as shells report it).
 pub const EXIT_INTERRUPTED: u8 = 130;
+/// `scan --policy`: the results are written (and uploaded), and the image breaks the policy.
+pub const EXIT_POLICY: u8 = 5;
 
 /// snapscan: agentless disk scanner for Google Compute Engine.
 #[derive(Debug, Parser)]
@@ -124,6 +128,10 @@ pub struct ScanArgs {
     /// device); it is then read through a read-only loop device, never marked read-only itself.
     #[arg(long)]
     pub force: bool,
+    /// Check what the built-in inventory finds against this policy (TOML); a broken rule makes
+    /// the exit code 5.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
     /// Disk image file or block device.
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
@@ -379,8 +387,25 @@ fn run_scan(args: &ScanArgs) -> u8 {
         .scanner
         .clone()
         .unwrap_or_else(|| cfg.scan.scanner.clone());
-    // Everything that can be checked before the disk is touched: the sink, the scanner, the
-    // output directory (usage errors), then the input.
+    // Everything that can be checked before the disk is touched: the policy, the sink, the
+    // scanner, the output directory (usage errors), then the input.
+    let policy = match &args.policy {
+        Some(_) if scanner != INVENTORY => {
+            print_error(&anyhow::anyhow!(
+                "--policy checks the built-in inventory's findings: it needs --scanner {INVENTORY}, \
+                 not '{scanner}'"
+            ));
+            return EXIT_USAGE;
+        }
+        Some(file) => match Policy::load(file) {
+            Ok(p) => Some((file.clone(), p)),
+            Err(e) => {
+                print_error(&e);
+                return EXIT_USAGE;
+            }
+        },
+        None => None,
+    };
     let sink = match cfg.preflight(Some(&scanner), args.upload.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -399,6 +424,7 @@ fn run_scan(args: &ScanArgs) -> u8 {
         return EXIT_FAILURE;
     }
     let mut req = ScanRequest {
+        policy,
         path: args.path.clone(),
         output_dir: PathBuf::new(),
         scanner,
@@ -456,7 +482,9 @@ fn run_scan(args: &ScanArgs) -> u8 {
     if let Some(e) = &report.error {
         say!("error: {e}");
     }
+    let broken = report.policy.as_ref().is_some_and(|v| !v.passed);
     match report.status {
+        Status::Success | Status::Partial if broken => EXIT_POLICY,
         Status::Success => EXIT_OK,
         Status::Partial => EXIT_PARTIAL,
         Status::UploadFailed => EXIT_UPLOAD_FAILED,

@@ -8,6 +8,9 @@
 //! the disk's OS root among the volumes and reports bytes read and time taken. The scan pipeline
 //! calls [`enumerate`] too, and gets the opened volumes along with the report.
 //!
+//! A disk image file in a VM image format (qcow2, VMDK, VHD, VHDX, the GCE tarball) is read as
+//! the virtual disk it holds ([`crate::disk::image`]); `image_format` says which.
+//!
 //! It does not mount, activate LVM (no device-mapper, no LVM tools) or decrypt: vfat, exFAT and
 //! LUKS volumes are identified (kind, label, UUID) but their contents are the scan pipeline's
 //! business: such a volume's `not_read` says why it was not read and what would read it, and
@@ -22,6 +25,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::detect::{self, OsInfo};
+use crate::disk::image::Format;
 use crate::disk::lvm;
 use crate::disk::partition::{self, Partition, TableKind};
 use crate::disk::probe::{self, FsKind};
@@ -51,8 +55,11 @@ impl Default for Options {
 pub struct DiskReport {
     /// The path given.
     pub source: String,
-    /// Disk size in bytes.
+    /// Disk size in bytes (for an image file, its virtual disk's).
     pub size_bytes: u64,
+    /// What the file holds: `raw` (also every block device), `qcow2`, `vmdk`, `vhd`, `vhdx` or
+    /// `gce-tarball`.
+    pub image_format: Format,
     /// `gpt`, `mbr` or `none`.
     pub partition_table: TableKind,
     /// Volumes in on-disk order: the partitions, or the whole disk when there is no table; then
@@ -168,6 +175,7 @@ pub fn enumerate(disk: &Arc<Disk>, opts: &Options) -> Result<(DiskReport, Vec<Op
     let mut report = DiskReport {
         source: path.display().to_string(),
         size_bytes: disk.size(),
+        image_format: disk.format(),
         partition_table: TableKind::None,
         volumes: Vec::new(),
         os: None,
@@ -412,9 +420,13 @@ pub fn render_text(r: &DiskReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{}: {}, partition table: {}",
+        "{}: {}{}, partition table: {}",
         r.source,
         human_size(r.size_bytes),
+        match r.image_format {
+            Format::Raw => String::new(),
+            f => format!(" {f} image"),
+        },
         table_name(r.partition_table)
     );
     if let Some(e) = &r.error {

@@ -596,6 +596,7 @@ async fn scan_step(env: &Env, j: &mut Journal, ctl: &Control) -> Step {
         fields.insert(upload::REQUEST_ID_FIELD.into(), j.id().to_owned());
     }
     let req = ScanRequest {
+        policy: None,
         path: resolved.device.clone(),
         output_dir: results.clone(),
         scanner: j

@@ -2,13 +2,14 @@
 //!
 //! The library holds everything; the `snapscan` binary only parses the command line and maps the
 //! final error to an exit code. Modules are named after what they talk to:
-//! [`disk`] (block access, partition tables, superblock probes, read-only loop devices, LVM),
+//! [`disk`] (block access, VM image formats, partition tables, superblock probes, read-only loop
+//! devices, LVM),
 //! [`fs`] (read-only file access behind [`fs::RootFs`]: native parsers or a kernel mount),
 //! [`detect`] (OS detection over a `RootFs`), [`inspect`] (the disk report of `snapscan
 //! inspect`), [`mount`] (read-only kernel mounts), [`inventory`] (the built-in scanner), [`redact`] (credentials out of any output), [`progress`] (progress lines on a terminal),
 //! [`scanner`] (external scanners), [`upload`] (result sinks), [`retry`] (the retry policy of
 //! the HTTP clients), [`scan`] (the pipeline of
-//! `snapscan scan`), [`metadata`] (the GCE metadata server), [`job`] (one assigned disk's state
+//! `snapscan scan`), [`policy`] (the gate of `scan --policy`), [`metadata`] (the GCE metadata server), [`job`] (one assigned disk's state
 //! machine and journal), [`agent`] (the daemon), [`compute`] (the Compute Engine API),
 //! [`launch`] (the reference launcher), [`config`] (layered settings), [`logging`] and
 //! [`cli`] (the command line).
@@ -37,6 +38,7 @@ pub mod launch;
 pub mod logging;
 pub mod metadata;
 pub mod mount;
+pub mod policy;
 pub mod progress;
 pub mod queue;
 pub mod redact;

@@ -54,3 +54,25 @@ pub fn debian_packages() -> BTreeSet<Triple> {
     );
     want
 }
+
+/// `(name, version, arch)` of every component of an SBOM, from its purl.
+#[must_use]
+pub fn sbom_triples(bom: &serde_json::Value) -> BTreeSet<Triple> {
+    bom["components"]
+        .as_array()
+        .expect("components")
+        .iter()
+        .map(|c| {
+            let purl = c["purl"].as_str().unwrap_or_default();
+            let arch = purl
+                .split(['?', '&'])
+                .find_map(|q| q.strip_prefix("arch="))
+                .unwrap_or_default();
+            (
+                c["name"].as_str().unwrap_or_default().to_owned(),
+                c["version"].as_str().unwrap_or_default().to_owned(),
+                arch.to_owned(),
+            )
+        })
+        .collect()
+}

@@ -24,6 +24,7 @@
 pub mod cmd;
 pub mod dirty;
 pub mod disk;
+pub mod formats;
 pub mod fs;
 pub mod guard;
 pub mod lvm;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
-use snapscan_tests::expect::{self, Triple};
+use snapscan_tests::expect::{self, sbom_triples};
 use snapscan_tests::images::rpm::{self, RpmDb};
 use snapscan_tests::images::{self, is_root};
 use snapscan_tests::scan_env::{mounts_under, ScanEnv};
@@ -39,27 +39,6 @@ fn leftovers(image: &Path, work: &Path) -> Vec<String> {
         }
     }
     found
-}
-
-/// `(name, version, arch)` of every component of an SBOM, from its purl.
-fn sbom_triples(bom: &Value) -> BTreeSet<Triple> {
-    bom["components"]
-        .as_array()
-        .expect("components")
-        .iter()
-        .map(|c| {
-            let purl = c["purl"].as_str().unwrap_or_default();
-            let arch = purl
-                .split(['?', '&'])
-                .find_map(|q| q.strip_prefix("arch="))
-                .unwrap_or_default();
-            (
-                c["name"].as_str().unwrap_or_default().to_owned(),
-                c["version"].as_str().unwrap_or_default().to_owned(),
-                arch.to_owned(),
-            )
-        })
-        .collect()
 }
 
 /// Scan fixture `name` with the built-in inventory; check the image is unchanged and nothing

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::fs::{FsError, RootFs};
 
 /// The OS family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OsFamily {
     /// Linux (any distribution).

@@ -1,8 +1,9 @@
-//! Disks: block access ([`reader`]), partition tables ([`partition`]) and superblock probes
+//! Disks: block access ([`reader`]), VM image formats ([`image`]), partition tables ([`partition`]) and superblock probes
 //! ([`probe`]).
 //!
 //! Everything here reads through a [`reader::Volume`] window and nothing here writes.
 
+pub mod image;
 mod ioctl;
 pub mod loopdev;
 pub mod lvm;

@@ -17,6 +17,10 @@
 //! of its own and counts no bytes itself: each piece of a read goes to the disk it maps onto,
 //! whose cache serves it and whose [`Disk::bytes_read`] counts it.
 //!
+//! An image *file* in a VM image format (qcow2, VMDK, VHD, VHDX, the GCE tarball) is decoded
+//! through [`super::image`]: the disk is then the virtual disk the image describes, and
+//! [`Disk::bytes_read`] counts the decoded bytes read. A block device is always raw.
+//!
 //! It does not write, ever: the file is opened with `O_RDONLY` and nothing here has a write path.
 
 use std::collections::{HashMap, VecDeque};
@@ -29,6 +33,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 
+use super::image::{self, Format};
 use super::ioctl;
 
 /// Size of a cache page, and the alignment of every read sent to the device.
@@ -94,6 +99,7 @@ pub struct Disk {
     path: PathBuf,
     size: u64,
     logical_sector_size: u32,
+    format: Format,
     bytes_read: AtomicU64,
     cache: Mutex<PageCache>,
 }
@@ -101,6 +107,8 @@ pub struct Disk {
 #[derive(Debug)]
 enum Source {
     File(File),
+    /// A decoded VM image file.
+    Image(Box<dyn image::Image>),
     Memory(Vec<u8>),
     /// Sorted, contiguous from 0, each one checked against its target disks.
     Mapped(Vec<MappedExtent>),
@@ -256,8 +264,9 @@ pub fn check_source(path: &Path) -> Result<()> {
 }
 
 impl Disk {
-    /// Open `path` read-only. A block device's size comes from `BLKGETSIZE64`, a file's from its
-    /// length.
+    /// Open `path` read-only. A block device's size comes from `BLKGETSIZE64`, a raw file's from
+    /// its length; a file in a VM image format is decoded with the default
+    /// [`image::Options`] (backing files from the image's own directory).
     pub fn open(path: &Path) -> Result<Arc<Disk>> {
         check_source(path)?;
         let file = File::open(path).with_context(|| format!("cannot open '{}'", path.display()))?;
@@ -270,6 +279,22 @@ impl Disk {
             let sector = ioctl::logical_sector_size(&file).unwrap_or(512);
             (size, sector)
         } else if meta.is_file() {
+            let format = image::detect(&file, meta.len())
+                .with_context(|| format!("cannot read '{}'", path.display()))?;
+            if format != Format::Raw {
+                let opened =
+                    image::open(path, file, meta.len(), format, &image::Options::default())
+                        .with_context(|| format!("cannot open '{}'", path.display()))?;
+                return Ok(Arc::new(Disk {
+                    size: opened.size,
+                    source: Source::Image(opened.image),
+                    path: path.to_owned(),
+                    logical_sector_size: 512,
+                    format,
+                    bytes_read: AtomicU64::new(0),
+                    cache: Mutex::new(PageCache::default()),
+                }));
+            }
             (meta.len(), 512)
         } else {
             anyhow::bail!(
@@ -282,6 +307,7 @@ impl Disk {
             path: path.to_owned(),
             size,
             logical_sector_size,
+            format: Format::Raw,
             bytes_read: AtomicU64::new(0),
             cache: Mutex::new(PageCache::default()),
         }))
@@ -294,6 +320,7 @@ impl Disk {
             source: Source::Memory(bytes),
             path: PathBuf::from(name),
             logical_sector_size: 512,
+            format: Format::Raw,
             bytes_read: AtomicU64::new(0),
             cache: Mutex::new(PageCache::default()),
         })
@@ -338,6 +365,7 @@ impl Disk {
             path: PathBuf::from(name),
             size,
             logical_sector_size,
+            format: Format::Raw,
             bytes_read: AtomicU64::new(0),
             cache: Mutex::new(PageCache::default()),
         }))
@@ -380,6 +408,12 @@ impl Disk {
     /// Size in bytes.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// What the file holds: [`Format::Raw`] for block devices, raw files and disks built in
+    /// memory.
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     /// The device's logical sector size (512 for image files).
@@ -428,6 +462,13 @@ impl Disk {
             let dst = buf.get_mut(done..).unwrap_or_default();
             let n = match &self.source {
                 Source::File(f) => f.read_at(dst, at),
+                Source::Image(i) => {
+                    let n = usize::try_from(self.size.saturating_sub(at))
+                        .unwrap_or(usize::MAX)
+                        .min(dst.len());
+                    i.read_exact_at(at, dst.get_mut(..n).unwrap_or_default())
+                        .map(|()| n)
+                }
                 Source::Memory(m) => {
                     let src = usize::try_from(at)
                         .ok()

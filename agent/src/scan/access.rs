@@ -11,6 +11,10 @@
 //! (an error, a panic, a cancelled scan) undoes them too. All of it lives in a private
 //! [`Workspace`] whose leftovers (after a crash) the next scan removes.
 //!
+//! An image file in a VM image format is decoded by [`Disk::open`]; the kernel cannot mount it
+//! (no loop device decodes qcow2 or VMDK), so its volumes are read natively and a scanner that
+//! needs a mounted tree is refused for it.
+//!
 //! Not here: what runs over the files (the scanner), and the native parsers themselves.
 
 use std::path::{Path, PathBuf};
@@ -21,6 +25,7 @@ use anyhow::Context;
 use super::report::{ms_since, Method, VolumeAccess};
 use super::ScanConfig;
 use crate::detect::{self, OsFamily, OsInfo};
+use crate::disk::image::{self, Format};
 use crate::disk::loopdev::{LoopDevice, ReadOnlyFlag};
 use crate::disk::probe::FsKind;
 use crate::disk::reader::{Budget, Disk, Volume};
@@ -234,7 +239,13 @@ pub fn attach(
     let started = Instant::now();
     let mut guards = Guards::default();
     let mut warnings = Vec::new();
-    let kernel_off = kernel_unavailable(cfg);
+    let format =
+        image::format_of(path).with_context(|| format!("cannot read '{}'", path.display()))?;
+    let kernel_off = kernel_unavailable(cfg).or_else(|| {
+        (format != Format::Raw).then(|| {
+            format!("a {format} image: the kernel mounts raw disks only, so it is read natively")
+        })
+    });
     // Who uses a block device, checked before anything is attached or marked.
     let users = match mountinfo::block_device_number(path) {
         Some(dev) => Some(

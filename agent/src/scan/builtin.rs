@@ -2,7 +2,8 @@
 //! [`RootFs`](crate::fs::RootFs) reached it, written as `<name>.cdx.json`.
 //!
 //! The inventory itself (which databases, how they are parsed) is [`crate::inventory`]; this
-//! module only picks the view, bounds the time, and writes the file.
+//! module only picks the view, bounds the time, looks for a policy's forbidden files on the same
+//! view, and writes the file.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,27 +13,35 @@ use anyhow::Context;
 use super::access::Root;
 use crate::detect::OsInfo;
 use crate::disk::reader::Budget;
-use crate::fs::{self, contain, host::HostTree, Rooted};
+use crate::fs::{self, contain, host::HostTree, RootFs, Rooted};
 use crate::inventory::{self, Inventory, SbomMeta};
+use crate::policy;
 
-/// Read the inventory of `root` within `timeout`.
+/// Read the inventory of `root` within `timeout`, and find the files matching `forbidden`
+/// (a policy's patterns, [`policy::find_files`]) on it.
 ///
 /// # Errors
 ///
 /// A device error, a timeout, or a parser panic (contained).
-pub fn collect(root: &Root, timeout: Duration) -> anyhow::Result<Inventory> {
+pub fn collect(
+    root: &Root,
+    timeout: Duration,
+    forbidden: Vec<String>,
+) -> anyhow::Result<(Inventory, Vec<String>)> {
     let os = root.os().clone();
+    let read = move |fs: &dyn RootFs| {
+        let inv = inventory::collect(fs, &os)?;
+        Ok((inv, policy::find_files(fs, &forbidden)?))
+    };
     let result = match root {
         Root::Kernel { path, .. } => {
             let path = path.clone();
             contain::run(&Budget::new(u64::MAX), timeout, move || {
-                inventory::collect(&Rooted(HostTree::new(path)), &os)
+                read(&Rooted(HostTree::new(path)))
             })
         }
-        Root::Native { kind, volume, .. } => fs::with_native(*kind, volume, timeout, move |fs| {
-            inventory::collect(fs, &os)
-        })
-        .context("no native reader for this filesystem")?,
+        Root::Native { kind, volume, .. } => fs::with_native(*kind, volume, timeout, read)
+            .context("no native reader for this filesystem")?,
     };
     result.context("cannot read the package databases")
 }

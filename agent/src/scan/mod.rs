@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use crate::policy::Policy;
 use crate::scanner::{self, ScanContext, ScannerConfig, INVENTORY};
 use crate::upload::{self, Sink, UploadItem};
 use access::{Attached, Root};
@@ -128,6 +129,8 @@ pub struct ScanRequest {
     pub progress: Option<tokio::sync::mpsc::UnboundedSender<Phase>>,
     /// Scan a block device even when it is in use (mounted read-write, held by another device).
     pub force: bool,
+    /// The policy the built-in inventory's findings are checked against, and its file.
+    pub policy: Option<(PathBuf, Policy)>,
 }
 
 /// A phase of [`produce`] that has just completed (the end is [`produce`] returning).
@@ -260,6 +263,7 @@ pub async fn produce(
         upload_fields: BTreeMap::new(),
         sink: None,
         uploads: Vec::new(),
+        policy: None,
         timings_ms: Timings::default(),
         written: false,
     };
@@ -490,8 +494,13 @@ async fn run_inventory(
     report: &mut ScanReport,
 ) -> anyhow::Result<Vec<PathBuf>> {
     let timeout = Duration::from_secs(cfg.inventory_timeout_secs.max(1));
-    let inv = match builtin::collect(root, timeout) {
-        Ok(inv) => inv,
+    let patterns = req
+        .policy
+        .as_ref()
+        .map(|(_, p)| p.forbidden_files.clone())
+        .unwrap_or_default();
+    let (inv, found) = match builtin::collect(root, timeout, patterns) {
+        Ok(found) => found,
         Err(e) => {
             report.scanner.error = Some(format!("{e:#}"));
             return Err(e);
@@ -502,6 +511,9 @@ async fn run_inventory(
     report.scanner.warnings = inv.warnings.clone();
     if !inv.warnings.is_empty() {
         report.status = report.status.max(Status::Partial);
+    }
+    if let Some((file, policy)) = &req.policy {
+        report.policy = Some(policy.check(file, root.os(), &inv.packages, &found));
     }
     let subject = req
         .subject

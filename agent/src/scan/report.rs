@@ -4,6 +4,7 @@
 //! existing ones keep their meaning. Nothing here does any work: the pipeline in [`super`]
 //! fills the report in.
 
+use crate::policy::Verdict;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -71,6 +72,8 @@ pub struct ScanReport {
     /// One entry per result file handed to the sink, `report.json` excluded (it is written
     /// after them, and stays local).
     pub uploads: Vec<UploadRecord>,
+    /// The verdict of `--policy`, `null` without one (or when the inventory did not run).
+    pub policy: Option<Verdict>,
     /// How long each phase took.
     pub timings_ms: Timings,
     /// `report.json` was written to the output directory (not part of it).
@@ -280,6 +283,13 @@ pub fn render_summary(r: &ScanReport, output_dir: &std::path::Path) -> String {
     }
     for w in r.warnings.iter().chain(&r.scanner.warnings) {
         let _ = writeln!(out, "  warning: {w}");
+    }
+    if let Some(v) = &r.policy {
+        let verdict = if v.passed { "passed" } else { "FAILED" };
+        let _ = writeln!(out, "  policy {}: {verdict}", v.file);
+        for violation in &v.violations {
+            let _ = writeln!(out, "    {}: {}", violation.rule, violation.detail);
+        }
     }
     if !r.written {
         return out;

@@ -1,0 +1,7 @@
+//! Fuzz the VMDK sparse extent (monolithic sparse, streamOptimized) image reader: open the input as one, read from its virtual disk.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use snapscan::disk::image::Format;
+
+fuzz_target!(|data: &[u8]| snapscan_fuzz::image(Format::Vmdk, data));
