@@ -12,6 +12,7 @@ pub mod hive;
 pub mod images;
 pub mod oauth;
 pub mod opens;
+pub mod packer;
 pub mod pubsub;
 pub mod qflow;
 pub mod scan_env;

@@ -6,7 +6,6 @@
 //! fake Compute API, which hot-plugs it into the VM. Everything is asserted from the host; the
 //! timings are printed.
 
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +15,7 @@ use snapscan_tests::expect::sha256_file;
 use snapscan_tests::gce::DiskBus;
 use snapscan_tests::gce_metadata::{Disk, FakeMetadata, Identity};
 use snapscan_tests::images::{self, is_root};
+use snapscan_tests::packer;
 use snapscan_tests::qflow::FakeQflow;
 use snapscan_tests::vm::{Guest, Hotplug, Vm, VmDisk};
 
@@ -58,21 +58,14 @@ fn the_image_boots_and_scans_its_assigned_disks() {
 
 #[test]
 fn the_image_built_by_packer_does_the_same() {
-    if !is_root() || Command::new("packer").arg("version").output().is_err() {
+    if !is_root() || !packer::available() {
         snapscan_tests::skip("needs root and packer");
         return;
     }
     let _vm = one_vm();
     let t0 = Instant::now();
     let work = tempfile::tempdir().expect("tempdir");
-    let key = work.path().join("key");
-    let keygen = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen");
-    assert!(keygen.success());
-    let public = std::fs::read_to_string(key.with_extension("pub")).expect("public key");
+    let (key, public) = packer::ssh_key(work.path());
     let base = Guest::build_packer_base(TOKEN, &public).expect("base image");
     let out = work.path().join("out");
     let vars = json!({
@@ -86,31 +79,16 @@ fn the_image_built_by_packer_does_the_same() {
         "install_packages": false,
         "qemuargs": base.boot_args(),
     });
-    let var_file = work.path().join("vars.json");
-    std::fs::write(&var_file, vars.to_string()).expect("vars");
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let build = Command::new("packer")
-        .current_dir(&repo)
-        .args(["build", "-only=qemu.scanner", "-color=false"])
-        .arg(format!("-var-file={}", var_file.display()))
-        .arg("packer/snapscan.pkr.hcl")
-        // Packer's cache (locks, ports) goes to the work directory, not the checkout.
-        .env("PACKER_CACHE_DIR", work.path().join("packer_cache"))
-        .env("PACKER_LOG", "1")
-        .env("PACKER_LOG_PATH", work.path().join("packer.log"))
-        .output()
-        .expect("run packer");
+    let build = packer::build(
+        "packer/snapscan.pkr.hcl",
+        &["-only=qemu.scanner"],
+        &vars,
+        work.path(),
+    );
     assert!(
-        build.status.success(),
-        "packer build failed:\n{}\n--- log tail ---\n{}",
-        String::from_utf8_lossy(&build.stdout),
-        std::fs::read_to_string(work.path().join("packer.log"))
-            .unwrap_or_default()
-            .lines()
-            .rev()
-            .take(40)
-            .collect::<Vec<_>>()
-            .join("\n")
+        build.output.status.success(),
+        "packer build failed:\n{}",
+        build.describe()
     );
     let built = t0.elapsed();
     let guest = base.with_image(out.join("snapscan-vmtest.img"));

@@ -411,6 +411,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_policy_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packer/examples/policy.toml");
+        let p = Policy::load(&path).expect("the example policy");
+        assert!(p.max_packages.is_some() && !p.forbidden_files.is_empty() && !p.deny.is_empty());
+    }
+
+    #[test]
     fn malformed_policies_are_refused() {
         for bad in [
             "[[deny]]\npurl = \"openssl\"",
