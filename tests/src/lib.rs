@@ -39,6 +39,27 @@ pub fn cache_dir() -> PathBuf {
     dir
 }
 
+/// Run `snapscan inspect --json` on one disk and parse its output.
+///
+/// # Panics
+///
+/// It cannot run, fails, or prints no JSON.
+#[must_use]
+pub fn inspect_json(path: &std::path::Path) -> serde_json::Value {
+    let out = std::process::Command::new(snapscan_bin())
+        .args(["inspect", "--json"])
+        .arg(path)
+        .output()
+        .expect("run snapscan");
+    assert!(
+        out.status.success(),
+        "snapscan inspect {} failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
 /// The `snapscan` binary of this workspace, built (once per test process) in the same profile
 /// as the tests. `CARGO_BIN_EXE_*` only exists for a package's own binaries, and the binary is
 /// in the `snapscan` package, hence the explicit build.

@@ -20,6 +20,7 @@ use snapscan::disk::reader::{Disk, ReadAt};
 use snapscan_tests::expect::{self, sbom_triples};
 use snapscan_tests::images::formats::{self, Variant, VARIANTS};
 use snapscan_tests::images::{self, is_root};
+use snapscan_tests::inspect_json;
 use snapscan_tests::scan_env::ScanEnv;
 
 const FIXTURE: &str = "debian-ext4-gpt";
@@ -111,21 +112,6 @@ fn every_format_reads_as_qemu_img_converts_it() {
     assert!(bad.is_empty(), "{bad:#?}");
 }
 
-fn inspect(path: &Path) -> Value {
-    let out = Command::new(snapscan_tests::snapscan_bin())
-        .args(["inspect", "--json"])
-        .arg(path)
-        .output()
-        .expect("run snapscan");
-    assert!(
-        out.status.success(),
-        "inspect {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON")
-}
-
 /// The one SBOM of a scan's output directory.
 fn sbom_of(env: &ScanEnv) -> Value {
     let path = std::fs::read_dir(env.out())
@@ -140,11 +126,11 @@ fn sbom_of(env: &ScanEnv) -> Value {
 #[test]
 fn inspect_and_scan_see_the_raw_disk_in_every_format() {
     let Some(set) = images() else { return };
-    let raw = inspect(&set.raw);
+    let raw = inspect_json(&set.raw);
     assert_eq!(raw["image_format"], "raw");
     let want = expect::debian_packages();
     for (v, path) in &set.built {
-        let got = inspect(path);
+        let got = inspect_json(path);
         assert_eq!(got["image_format"], v.format, "{}", v.name);
         assert_eq!(got["os"], raw["os"], "{}: os", v.name);
         assert_eq!(got["volumes"], raw["volumes"], "{}: volumes", v.name);

@@ -11,22 +11,7 @@ use std::process::Command;
 
 use serde_json::Value;
 use snapscan_tests::images::{self, ExpectOs, Fixture};
-
-/// Run `snapscan inspect --json` on one disk and parse its output.
-pub fn inspect_json(path: &Path) -> Value {
-    let out = Command::new(snapscan_tests::snapscan_bin())
-        .args(["inspect", "--json"])
-        .arg(path)
-        .output()
-        .expect("run snapscan");
-    assert!(
-        out.status.success(),
-        "snapscan inspect {} failed: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON object")
-}
+use snapscan_tests::inspect_json;
 
 /// Run `snapscan inspect` (text) on one disk.
 fn inspect_text(path: &Path) -> String {
