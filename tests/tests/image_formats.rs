@@ -3,13 +3,17 @@
 //!
 //! - every byte snapscan's reader gives equals what `qemu-img convert -O raw` makes of the file;
 //! - `snapscan inspect` reports the raw disk's volumes and OS, and names the format;
-//! - `snapscan scan` lists exactly the raw disk's packages (read natively: the kernel path takes
-//!   raw disks only) and leaves the image unchanged;
+//! - `snapscan scan` lists exactly the raw disk's packages (the built-in inventory reads the image
+//!   natively) and leaves the image unchanged;
+//! - an external scanner gets the image's root as a kernel mount (the decoded disk shown through
+//!   FUSE to a read-only loop device) and finds the same packages there, and nothing is left
+//!   mounted or attached;
 //!
 //! and damaged images (corrupt headers, huge virtual sizes, tables pointing outside the file, a
 //! backing file that is itself, one outside the allowed directory) fail with an error that
 //! names the format and the damage, quickly and without a panic.
 
+use std::collections::BTreeSet;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
@@ -25,6 +29,12 @@ use snapscan_tests::scan_env::ScanEnv;
 
 const FIXTURE: &str = "debian-ext4-gpt";
 const CHUNK: usize = 4 << 20;
+/// An external scanner that lists `name version` of each package in the mounted root's dpkg
+/// status (`{{` is a literal brace in a template).
+const LISTER: &str = "[scanner.profiles.lister]\n\
+    command = [\"/bin/sh\", \"-c\", \"awk '/^Package: /{{p=$2}} /^Version: /{{print p, $2}}' \
+    \\\"$0/var/lib/dpkg/status\\\" | sort > packages.txt\", \"{mount}\"]\n\
+    outputs = [\"packages.txt\"]\n";
 
 /// The fixture and every variant of it, in a temporary directory.
 struct Images {
@@ -163,7 +173,62 @@ fn inspect_and_scan_see_the_raw_disk_in_every_format() {
             packages.len(),
             got["bytes_read"]
         );
+
+        let env = ScanEnv::new(LISTER);
+        let started = Instant::now();
+        let out = env.scan(path, &["--scanner", "lister"]);
+        let elapsed = started.elapsed();
+        assert!(
+            out.status.success(),
+            "external scan {}: {}",
+            v.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report = env.report();
+        assert_eq!(report["access"][root]["method"], "kernel", "{}", v.name);
+        let listed = std::fs::read_to_string(env.out().join("packages.txt")).expect("list");
+        let listed: BTreeSet<(String, String)> = listed
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect();
+        let names: BTreeSet<(String, String)> = want
+            .iter()
+            .map(|(n, v, _)| (n.clone(), v.clone()))
+            .collect();
+        assert_eq!(listed, names, "{}: packages in the mounted tree", v.name);
+        assert_eq!(
+            expect::sha256_file(path),
+            before,
+            "{}: image changed",
+            v.name
+        );
+        assert!(env.mounts_left().is_empty(), "{}: mounts left", v.name);
+        assert!(
+            loops_over(env.dir.path()).is_empty(),
+            "{}: loop devices left",
+            v.name
+        );
+        println!(
+            "{:<18} external scanner over the mounted image: {} packages in {} ms",
+            v.name,
+            listed.len(),
+            elapsed.as_millis()
+        );
     }
+}
+
+/// Loop devices whose backing file lies under `dir`.
+fn loops_over(dir: &Path) -> Vec<String> {
+    let out = Command::new("losetup")
+        .args(["--list", "--noheadings", "--output", "NAME,BACK-FILE"])
+        .output()
+        .expect("losetup");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&*dir.to_string_lossy()))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// One damaged image: its bytes, and what the error must say.

@@ -1,8 +1,10 @@
-//! Disks: block access ([`reader`]), VM image formats ([`image`]), partition tables ([`partition`]) and superblock probes
+//! Disks: block access ([`reader`]), VM image formats ([`image`]) and their decoded bytes shown to
+//! the kernel ([`fuse`]), partition tables ([`partition`]) and superblock probes
 //! ([`probe`]).
 //!
 //! Everything here reads through a [`reader::Volume`] window and nothing here writes.
 
+pub mod fuse;
 pub mod image;
 mod ioctl;
 pub mod loopdev;

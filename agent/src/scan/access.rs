@@ -11,13 +11,16 @@
 //! (an error, a panic, a cancelled scan) undoes them too. All of it lives in a private
 //! [`Workspace`] whose leftovers (after a crash) the next scan removes.
 //!
-//! An image file in a VM image format is decoded by [`Disk::open`]; the kernel cannot mount it
-//! (no loop device decodes qcow2 or VMDK), so its volumes are read natively and a scanner that
-//! needs a mounted tree is refused for it.
+//! An image file in a VM image format is decoded by [`Disk::open`]. No loop device decodes qcow2
+//! or VMDK, so its volumes are read natively, unless the scan needs a mounted tree
+//! ([`Reach::Tree`], an external scanner): then the decoded disk is shown to the kernel as a
+//! read-only file on a FUSE mount of the workspace ([`crate::disk::fuse`]), and the read-only
+//! loop device stands on that file.
 //!
 //! Not here: what runs over the files (the scanner), and the native parsers themselves.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -25,6 +28,7 @@ use anyhow::Context;
 use super::report::{ms_since, Method, VolumeAccess};
 use super::ScanConfig;
 use crate::detect::{self, OsFamily, OsInfo};
+use crate::disk::fuse::Exposed;
 use crate::disk::image::{self, Format};
 use crate::disk::loopdev::{LoopDevice, ReadOnlyFlag};
 use crate::disk::probe::FsKind;
@@ -100,6 +104,8 @@ struct Guards {
     binds: Vec<Mount>,
     mounts: Vec<Mount>,
     loops: Vec<LoopDevice>,
+    /// The FUSE mount showing a decoded image to the loop devices: unmounted after them.
+    exposed: Option<Exposed>,
     workspace: Option<Workspace>,
     /// The read-only flag of a block device read directly: put back last.
     flag: Option<ReadOnlyFlag>,
@@ -120,6 +126,11 @@ impl Guards {
         }
         for l in self.loops.drain(..).rev() {
             if let Err(e) = l.detach() {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        if let Some(exposed) = self.exposed.take() {
+            if let Err(e) = exposed.unmount() {
                 errors.push(format!("{e:#}"));
             }
         }
@@ -207,6 +218,19 @@ fn mountable(kind: FsKind) -> bool {
     )
 }
 
+/// What a scan wants of a disk's volumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Read the OS root natively and mount nothing when it has a native reader and its fstab
+    /// places no other volume of this disk under it; mount what the kernel can otherwise (the
+    /// built-in inventory with `prefer = "native"`).
+    NativeFirst,
+    /// Mount what the kernel can; an image file is read natively (the built-in inventory).
+    Mounts,
+    /// A mounted tree: an image file is decoded for the kernel too (an external scanner).
+    Tree,
+}
+
 /// Why the kernel path is not available at all, if it is not.
 fn kernel_unavailable(cfg: &ScanConfig) -> Option<String> {
     if !cfg.kernel_mounts {
@@ -220,9 +244,7 @@ fn kernel_unavailable(cfg: &ScanConfig) -> Option<String> {
 
 /// Open `path` read-only and reach its volumes. `name` names the workspace; `cancelled` is
 /// checked between volumes. `force`: scan a block device even when it is mounted read-write.
-/// `native_first`: when the OS root has a native reader and its fstab places no other volume of
-/// this disk under it, read it natively and mount nothing (what the built-in inventory wants
-/// with `prefer = "native"`); otherwise mount what the kernel can.
+/// `reach`: what the scan wants (see [`Reach`]).
 ///
 /// # Errors
 ///
@@ -233,7 +255,7 @@ pub fn attach(
     cfg: &ScanConfig,
     name: &str,
     force: bool,
-    native_first: bool,
+    reach: Reach,
     cancelled: &dyn Fn() -> bool,
 ) -> anyhow::Result<Attached> {
     let started = Instant::now();
@@ -241,8 +263,8 @@ pub fn attach(
     let mut warnings = Vec::new();
     let format =
         image::format_of(path).with_context(|| format!("cannot read '{}'", path.display()))?;
-    let kernel_off = kernel_unavailable(cfg).or_else(|| {
-        (format != Format::Raw).then(|| {
+    let mut kernel_off = kernel_unavailable(cfg).or_else(|| {
+        (format != Format::Raw && reach != Reach::Tree).then(|| {
             format!("a {format} image: the kernel mounts raw disks only, so it is read natively")
         })
     });
@@ -273,8 +295,10 @@ pub fn attach(
     }
 
     // The device everything reads from: the image through a read-only loop device, or the
-    // block device marked read-only, before anything else touches it.
+    // block device marked read-only, before anything else touches it. A decoded image is read
+    // directly and mounted through the loop device over its FUSE file.
     let mut device = path.to_path_buf();
+    let mut decoded = None;
     if kernel_off.is_none() {
         match Workspace::cleanup_leftovers(&cfg.work_dir) {
             Ok(cleaned) => {
@@ -287,10 +311,26 @@ pub fn attach(
         let ws = Workspace::create(&cfg.work_dir, name).with_context(|| {
             format!("cannot create a work area in '{}'", cfg.work_dir.display())
         })?;
+        if format == Format::Raw {
+            device = read_only_device(path, users.as_ref(), &mut guards)?;
+        } else {
+            let disk = Disk::open(path)?;
+            match expose(&disk, &ws, &mut guards) {
+                Ok(loop_device) => device = loop_device,
+                Err(e) => {
+                    kernel_off = Some(format!(
+                        "a {format} image, which the kernel reaches only through FUSE: {e:#}"
+                    ));
+                }
+            }
+            decoded = Some(disk);
+        }
         guards.workspace = Some(ws);
-        device = read_only_device(path, users.as_ref(), &mut guards)?;
     }
-    let disk = Disk::open(&device)?;
+    let disk = match decoded {
+        Some(disk) => disk,
+        None => Disk::open(&device)?,
+    };
     let opts = inspect::Options {
         volume_timeout: Duration::from_secs(cfg.volume_timeout_secs.max(1)),
         ..inspect::Options::default()
@@ -298,7 +338,7 @@ pub fn attach(
     let (mut report, volumes) = inspect::enumerate(&disk, &opts)?;
     report.source = path.display().to_string();
     let open_ms = ms_since(started);
-    let native_only = native_first && root_reads_alone(&report, &volumes, &opts);
+    let native_only = reach == Reach::NativeFirst && root_reads_alone(&report, &volumes, &opts);
 
     let mount_started = Instant::now();
     let mut access = Vec::with_capacity(report.volumes.len());
@@ -449,6 +489,18 @@ fn read_only_device(
             path.display()
         )
     })?;
+    let p = dev.path().to_path_buf();
+    guards.loops.push(dev);
+    Ok(p)
+}
+
+/// Show the decoded image `disk` to the kernel as a file on a FUSE mount of the workspace, and
+/// attach a read-only loop device over that file; the device's path.
+fn expose(disk: &Arc<Disk>, ws: &Workspace, guards: &mut Guards) -> anyhow::Result<PathBuf> {
+    let exposed = Exposed::mount(Arc::clone(disk), &ws.mount_point("image")?)?;
+    let dev = ws.attach_loop(exposed.file(), 0, None);
+    guards.exposed = Some(exposed);
+    let dev = dev.context("cannot attach the decoded image to a read-only loop device")?;
     let p = dev.path().to_path_buf();
     guards.loops.push(dev);
     Ok(p)

@@ -353,9 +353,13 @@ async fn run(
         cancel.clone(),
         req.force,
     );
-    let native_first = cfg.prefer == Prefer::Native && req.scanner == INVENTORY;
+    let reach = match (req.scanner == INVENTORY, cfg.prefer) {
+        (true, Prefer::Native) => access::Reach::NativeFirst,
+        (true, Prefer::Kernel) => access::Reach::Mounts,
+        (false, _) => access::Reach::Tree,
+    };
     let attached = tokio::task::spawn_blocking(move || {
-        access::attach(&path, &scan_cfg, &ws_name, force, native_first, &|| {
+        access::attach(&path, &scan_cfg, &ws_name, force, reach, &|| {
             token.is_cancelled()
         })
     })
