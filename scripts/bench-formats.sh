@@ -4,7 +4,9 @@
 # disk. The benchmark Debian disk (2 GiB, ext4, 88 packages) is written in every format by
 # qemu-img and tar. Per format it prints the file size; `snapscan scan` (built-in inventory,
 # native) median wall time with a warm cache; with a cold cache (caches dropped) wall time, bytes
-# read from storage and peak RSS; and, cold, qemu-img convert + scan of the raw result. Trivy's
+# read from storage and peak RSS; cold, an external scanner that walks the whole mounted tree
+# (`find`, reading every directory: for an image file the tree is mounted through snapscan's FUSE
+# file and a loop device); and, cold, qemu-img convert + scan of the raw result. Trivy's
 # `trivy vm` (VMDK and raw only) runs on the same files as the peer. Not part of the test command:
 # run it by hand, as root.
 set -euo pipefail
@@ -21,6 +23,14 @@ trap 'rm -rf "$tmp"' EXIT
 raw=$(target/release/fixture debian-ext4-gpt)
 mapfile -t variants < <(target/release/fixture --formats debian-ext4-gpt "$tmp")
 printf '[scan]\nwork_dir = "%s/work"\nprefer = "native"\n' "$tmp" >"$tmp/native.toml"
+cat >"$tmp/tree.toml" <<TOML
+[scan]
+work_dir = "$tmp/work"
+scanner = "walk"
+[scanner.profiles.walk]
+command = ["/bin/sh", "-c", "find \\"\$0\\" -xdev | wc -l > files.txt", "{mount}"]
+outputs = ["files.txt"]
+TOML
 median_ms() { python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["results"][0]["median"]*1000))' "$1"; }
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 # Cold run of a command: "wall_ms read_MiB peak_rss_KiB" (read: file system inputs, 512 B each).
@@ -30,10 +40,11 @@ cold() {
     python3 -c 'import sys; e,i,m=open(sys.argv[1]).read().split()[-3:]; print(round(float(e)*1000), round(int(i)*512/2**20,1), m)' "$tmp/t"
 }
 scan() { rm -rf "$tmp/out"; "$bin" scan --config "$tmp/native.toml" --output "$tmp/out" "$1"; }
-export -f scan
+walk() { rm -rf "$tmp/walk"; "$bin" scan --config "$tmp/tree.toml" --output "$tmp/walk" "$1"; }
+export -f scan walk
 export bin tmp
 
-printf '\n%-18s %9s %9s %9s %10s %9s %15s %12s\n' format "file MiB" "warm ms" "cold ms" "read MiB" "RSS KiB" "convert+scan ms" "trivy vm ms"
+printf '\n%-18s %9s %9s %9s %10s %9s %12s %15s %12s\n' format "file MiB" "warm ms" "cold ms" "read MiB" "RSS KiB" "tree walk ms" "convert+scan ms" "trivy vm ms"
 for entry in "raw $raw" "${variants[@]}"; do
     name=${entry%% *}
     path=${entry#* }
@@ -42,6 +53,8 @@ for entry in "raw $raw" "${variants[@]}"; do
     warm=$(median_ms "$tmp/h.json")
     read -r cold_ms read_mib rss < <(cold bash -c "scan $path")
     packages=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["scanner"]["packages"])' "$tmp/out/report.json")
+    read -r walk_ms _ _ < <(cold bash -c "walk $path")
+    entries=$(cat "$tmp/walk/files.txt" 2>/dev/null || echo failed)
     if [ "$name" = raw ]; then
         convert=-
     else
@@ -62,5 +75,5 @@ for entry in "raw $raw" "${variants[@]}"; do
         rm -rf "$tmp/trivy-cache" ;;
         *) trivy_ms=- ;;
     esac
-    printf '%-18s %9s %9s %9s %10s %9s %15s %12s   (%s packages)\n' "$name" "$size" "$warm" "$cold_ms" "$read_mib" "$rss" "$convert" "$trivy_ms" "$packages"
+    printf '%-18s %9s %9s %9s %10s %9s %12s %15s %12s   (%s packages, %s entries)\n' "$name" "$size" "$warm" "$cold_ms" "$read_mib" "$rss" "$walk_ms" "$convert" "$trivy_ms" "$packages" "$entries"
 done

@@ -37,9 +37,10 @@ use crate::agent::provision::{self, ProvisionedDisk};
 use crate::agent::AgentConfig;
 use crate::compute;
 use crate::disk::resolve::Resolver;
+use crate::policy::Policy as ScanPolicy;
 use crate::scan::report::{OutputFile, Status, Subject};
 use crate::scan::{self, Phase, ScanConfig, ScanRequest};
-use crate::scanner::ScannerConfig;
+use crate::scanner::{ScannerConfig, INVENTORY};
 use crate::upload::{self, Sink};
 
 /// Scans started for one job before it is failed (each crash of the agent mid-scan counts).
@@ -132,6 +133,10 @@ pub struct Journal {
     /// Packages found by the built-in scanner.
     #[serde(default)]
     pub packages: Option<usize>,
+    /// The rules of the assignment's policy that the disk breaks (`rule: detail`; empty when
+    /// it passed), once scanned with one.
+    #[serde(default)]
+    pub policy: Option<Vec<String>>,
     /// The result files (names relative to the results directory).
     #[serde(default)]
     pub outputs: Vec<OutputFile>,
@@ -177,6 +182,7 @@ impl Journal {
             scan_status: None,
             scan_id: None,
             packages: None,
+            policy: None,
             outputs: Vec::new(),
             fields: BTreeMap::new(),
             acknowledged: BTreeMap::new(),
@@ -222,6 +228,10 @@ pub fn status_json(j: &Journal) -> serde_json::Value {
             "packages": j.packages,
             "outputs": j.outputs.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
             "acknowledged": j.acknowledged.len(),
+            "policy": j.policy.as_ref().map(|broken| serde_json::json!({
+                "passed": broken.is_empty(),
+                "violations": broken,
+            })),
         })
     });
     serde_json::json!({
@@ -501,6 +511,24 @@ async fn scan_step(env: &Env, j: &mut Journal, ctl: &Control) -> Step {
         allow_boot_disk: env.agent.scan_boot_disk,
     };
     j.started_at.get_or_insert_with(now);
+    let scanner = j
+        .assignment
+        .scanner
+        .clone()
+        .unwrap_or_else(|| env.scan.scanner.clone());
+    let scan_policy = match j.assignment.policy.as_deref() {
+        None => None,
+        Some(text) => match ScanPolicy::parse(text, "of the assignment") {
+            Ok(p) if scanner == INVENTORY => Some((PathBuf::from("assignment"), p)),
+            Ok(_) => {
+                return Step::Fail(format!(
+                    "the assignment's policy checks what the built-in inventory finds, and its \
+                     scanner is '{scanner}'"
+                ))
+            }
+            Err(e) => return Step::Fail(format!("{e:#}")),
+        },
+    };
     if j.assignment.source.is_some() {
         if let Some(step) = provide_disk(env, j, ctl).await {
             return step;
@@ -596,14 +624,10 @@ async fn scan_step(env: &Env, j: &mut Journal, ctl: &Control) -> Step {
         fields.insert(upload::REQUEST_ID_FIELD.into(), j.id().to_owned());
     }
     let req = ScanRequest {
-        policy: None,
+        policy: scan_policy,
         path: resolved.device.clone(),
         output_dir: results.clone(),
-        scanner: j
-            .assignment
-            .scanner
-            .clone()
-            .unwrap_or_else(|| env.scan.scanner.clone()),
+        scanner,
         subject: Subject {
             path: resolved.device.display().to_string(),
             snapshot: Some(j.assignment.snapshot.clone()),
@@ -634,6 +658,12 @@ async fn scan_step(env: &Env, j: &mut Journal, ctl: &Control) -> Step {
             .unwrap_or_else(|| o.id.clone())
     });
     j.packages = report.scanner.packages;
+    j.policy = report.policy.as_ref().map(|v| {
+        v.violations
+            .iter()
+            .map(|b| format!("{}: {}", b.rule, b.detail))
+            .collect()
+    });
     if ctl.cancel.is_cancelled() {
         return Step::Pause;
     }
@@ -774,6 +804,7 @@ mod tests {
             source_instance: Some("vm-1".into()),
             source_project: None,
             scanner: None,
+            policy: None,
             labels: BTreeMap::new(),
         }
     }

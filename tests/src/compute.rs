@@ -11,8 +11,9 @@
 //!   and `zoneOperations.wait`;
 //! - for `snapscan launch`: `disks.createSnapshot` (a snapshot reading the disk's file),
 //!   `snapshots.delete` and global operations, `instances.insert` (the scanner VM: its metadata
-//!   items become the fake metadata server's attributes, its `initializeParams.sourceSnapshot`
-//!   disks are created and really attached read-only, as at boot; [`FakeCompute::inserted`]) and
+//!   items become the fake metadata server's attributes, its disks from `initializeParams`
+//!   `sourceSnapshot` or `sourceImage` are created and really attached read-only, as at boot;
+//!   [`FakeCompute::inserted`]) and
 //!   `instances.getGuestAttributes` (the fake metadata server's);
 //! - for fleets: `instanceGroupManagers.deleteInstances` of a zonal group
 //!   ([`FakeCompute::add_group`]; `400` for an instance not in it, unless
@@ -223,6 +224,29 @@ struct State {
     next_op: u64,
 }
 
+impl State {
+    /// The file of a new disk's source: exactly one of a registered snapshot and image (`404`
+    /// for an unknown one, `400` for neither or both).
+    fn source_file(
+        &self,
+        snapshot: Option<&str>,
+        image: Option<&str>,
+    ) -> Result<PathBuf, Box<Answer>> {
+        let (known, path) = match (snapshot, image) {
+            (Some(p), None) => (self.snapshots.get(p), p),
+            (None, Some(p)) => (self.images.get(p), p),
+            _ => {
+                return Err(Box::new(error(
+                    400,
+                    "invalid",
+                    "exactly one of sourceSnapshot and sourceImage",
+                )))
+            }
+        };
+        known.cloned().ok_or_else(|| Box::new(not_found(path)))
+    }
+}
+
 struct Shared {
     /// This, for the tasks that finish operations on time.
     me: std::sync::Weak<Shared>,
@@ -235,6 +259,16 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The value of metadata item `key` in an `instances.insert` body ([`FakeCompute::inserted`]).
+#[must_use]
+pub fn metadata_item<'a>(instance: &'a Value, key: &str) -> Option<&'a str> {
+    instance["metadata"]["items"]
+        .as_array()?
+        .iter()
+        .find(|i| i["key"] == key)?["value"]
+        .as_str()
 }
 
 /// A running fake Compute API; stopped on drop.
@@ -1081,22 +1115,9 @@ fn insert_disk(shared: &Shared, body: &Value, query: &BTreeMap<String, String>) 
                 ),
             );
         }
-        let file = match (&snapshot, &image) {
-            (Some(p), None) => s.snapshots.get(p).cloned().ok_or_else(|| p.clone()),
-            (None, Some(p)) => s.images.get(p).cloned().ok_or_else(|| p.clone()),
-            _ => {
-                return error(
-                    400,
-                    "invalid",
-                    "exactly one of sourceSnapshot and sourceImage",
-                );
-            }
-        };
-        let file = match file {
+        let file = match s.source_file(snapshot.as_deref(), image.as_deref()) {
             Ok(f) => f,
-            Err(p) => {
-                return not_found(&p);
-            }
+            Err(answer) => return *answer,
         };
         let over = s.disk_quota.is_some_and(|q| s.disks.len() >= q);
         let target = format!("projects/{}/zones/{}/disks/{name}", s.project, s.zone);
@@ -1457,14 +1478,14 @@ fn insert_instance(shared: &Shared, body: &Value, query: &BTreeMap<String, Strin
                 }
                 continue;
             }
-            let Some(snapshot) = d["initializeParams"]["sourceSnapshot"]
-                .as_str()
-                .map(resource_path)
-            else {
-                return error(400, "invalid", "the fake creates disks from snapshots only");
-            };
-            let Some(file) = s.snapshots.get(&snapshot).cloned() else {
-                return not_found(&snapshot);
+            let init = &d["initializeParams"];
+            let (snapshot, image) = (
+                init["sourceSnapshot"].as_str().map(resource_path),
+                init["sourceImage"].as_str().map(resource_path),
+            );
+            let file = match s.source_file(snapshot.as_deref(), image.as_deref()) {
+                Ok(f) => f,
+                Err(answer) => return *answer,
             };
             if d["mode"].as_str() != Some("READ_ONLY") {
                 return error(400, "invalid", "the fake attaches READ_ONLY only");
@@ -1478,8 +1499,8 @@ fn insert_instance(shared: &Shared, body: &Value, query: &BTreeMap<String, Strin
             disks.push((
                 FakeDisk {
                     name: disk_name.clone(),
-                    source_snapshot: Some(snapshot),
-                    source_image: None,
+                    source_snapshot: snapshot,
+                    source_image: image,
                     labels,
                     users: Vec::new(),
                     file,

@@ -18,6 +18,7 @@ use snapscan_tests::agent::{
     assert_nothing_left, by_snapshot, finish, launcher, readme_role, receiver, snapshot,
     stored_by_job, Harness, BOOT_DISK, TOKEN,
 };
+use snapscan_tests::compute::metadata_item;
 use snapscan_tests::gce_metadata::{FakeMetadata, Identity};
 use snapscan_tests::images;
 use snapscan_tests::needs_root;
@@ -1171,4 +1172,115 @@ fn launch_attach_at_create_needs_no_account_and_deletes_the_vm_after_the_results
     assert!(h.gce().attached().is_empty(), "{:?}", h.gce().attached());
     // Without --delete-snapshots, the snapshot it made stays for the user.
     assert_eq!(h.api().snapshot_paths().len(), 2);
+}
+
+/// A scanner VM in the harness's project about to be created by a launch, with the Debian
+/// fixture registered as image `path` (an image a pipeline built); a policy file holding
+/// `policy`, its path.
+fn golden_image(h: &mut Harness, path: &str, policy: &str) -> String {
+    h.with_compute(&[]);
+    h.api().remove_instance(&Identity::default().name);
+    h.api()
+        .add_image(path, images::image("debian-ext4-gpt").expect("fixture"));
+    let file = h.state().with_file_name("policy.toml");
+    std::fs::write(&file, policy).expect("policy");
+    file.display().to_string()
+}
+
+#[test]
+fn launch_image_the_scanner_vm_makes_scans_and_deletes_a_disk_of_it() {
+    needs_root!();
+    let (q, port) = receiver();
+    let mut h = Harness::new(port, "");
+    let image = "projects/scan-project/global/images/golden-1";
+    let policy = golden_image(
+        &mut h,
+        image,
+        "[os]\nid = [\"debian\"]\nversion = \"vers:generic/>=12\"\n",
+    );
+    let me = Identity::default().name;
+    let (code, out, err) = launch_and_boot(
+        &mut h,
+        &[
+            "--image",
+            "golden-1",
+            "--policy",
+            &policy,
+            "--service-account",
+            "scanner@scan-project.iam.gserviceaccount.com",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}\n{}", h.log_text());
+    assert!(out.contains("golden-1: done (Debian"), "{out}");
+    assert!(out.contains("policy passed"), "{out}");
+    let body = h.api().inserted(&me).expect("the scanner VM inserted");
+    let assignments = metadata_item(&body, "snapscan-assignments").expect("assignments");
+    let assignments: Value = serde_json::from_str(assignments).expect("json");
+    assert_eq!(assignments[0]["source"], json!({ "image": image }));
+    assert!(assignments[0]["policy"]
+        .as_str()
+        .is_some_and(|p| p.contains("debian")));
+    // The agent made the disk (the fake knows no other source for it), and deleted it.
+    assert!(
+        h.api()
+            .requests()
+            .iter()
+            .any(|r| r.method == "POST" && r.path_and_query.contains("/disks?")),
+        "{:?}",
+        h.api().requests()
+    );
+    assert_eq!(stored_by_job(&q).get("golden-1"), Some(&1));
+    assert!(
+        h.api().disk_names().is_empty(),
+        "{:?}",
+        h.api().disk_names()
+    );
+    assert_eq!(h.api().deleted_instances(), [me]);
+    assert!(h.gce().attached().is_empty(), "{:?}", h.gce().attached());
+    // No snapshot is taken of an image.
+    assert!(h.api().snapshot_paths().is_empty());
+}
+
+#[test]
+fn launch_image_attach_at_create_makes_the_disk_read_only_and_a_broken_policy_exits_5() {
+    needs_root!();
+    let (q, port) = receiver();
+    let mut h = Harness::new(port, "[agent]\npoweroff_command = [\"true\"]\n");
+    let family = "projects/scan-project/global/images/family/golden";
+    let policy = golden_image(
+        &mut h,
+        family,
+        "[[deny]]\npurl = \"pkg:deb/debian/bash\"\nreason = \"no shells\"\n",
+    );
+    let me = Identity::default().name;
+    let (code, out, err) = launch_and_boot(
+        &mut h,
+        &[
+            "--image",
+            "family/golden",
+            "--attach-at-create",
+            "--policy",
+            &policy,
+        ],
+    );
+    assert_eq!(code, Some(5), "{out}\n{err}\n{}", h.log_text());
+    assert!(out.contains("golden: done (Debian"), "{out}");
+    assert!(out.contains("policy broken: deny: bash"), "{out}");
+    let body = h.api().inserted(&me).expect("the scanner VM inserted");
+    let disk = &body["disks"][1];
+    assert_eq!(disk["mode"], "READ_ONLY", "{body}");
+    assert_eq!(disk["autoDelete"], true, "{body}");
+    assert_eq!(disk["initializeParams"]["sourceImage"], family, "{body}");
+    assert!(
+        disk["initializeParams"]["sourceSnapshot"].is_null(),
+        "{body}"
+    );
+    assert_eq!(stored_by_job(&q).get("golden"), Some(&1));
+    assert_eq!(h.api().deleted_instances(), [me]);
+    assert!(
+        h.api().disk_names().is_empty(),
+        "{:?}",
+        h.api().disk_names()
+    );
+    assert!(h.gce().attached().is_empty(), "{:?}", h.gce().attached());
 }

@@ -155,13 +155,7 @@ fn inspect_and_scan_see_the_raw_disk_in_every_format() {
             v.name,
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(
-            expect::sha256_file(path),
-            before,
-            "{}: image changed",
-            v.name
-        );
-        assert!(env.mounts_left().is_empty(), "{}: mounts left", v.name);
+        left_alone(path, &before, &env, v.name);
         let report = env.report();
         let root = report["os"]["volume"].as_u64().expect("root") as usize;
         assert_eq!(report["access"][root]["method"], "native", "{}", v.name);
@@ -197,18 +191,7 @@ fn inspect_and_scan_see_the_raw_disk_in_every_format() {
             .map(|(n, v, _)| (n.clone(), v.clone()))
             .collect();
         assert_eq!(listed, names, "{}: packages in the mounted tree", v.name);
-        assert_eq!(
-            expect::sha256_file(path),
-            before,
-            "{}: image changed",
-            v.name
-        );
-        assert!(env.mounts_left().is_empty(), "{}: mounts left", v.name);
-        assert!(
-            loops_over(env.dir.path()).is_empty(),
-            "{}: loop devices left",
-            v.name
-        );
+        left_alone(path, &before, &env, v.name);
         println!(
             "{:<18} external scanner over the mounted image: {} packages in {} ms",
             v.name,
@@ -216,6 +199,17 @@ fn inspect_and_scan_see_the_raw_disk_in_every_format() {
             elapsed.as_millis()
         );
     }
+}
+
+/// After a scan of `path` in `env`: the image is unchanged (its digest still `before`), and
+/// nothing is left mounted or attached.
+fn left_alone(path: &Path, before: &str, env: &ScanEnv, name: &str) {
+    assert_eq!(expect::sha256_file(path), before, "{name}: image changed");
+    assert!(env.mounts_left().is_empty(), "{name}: mounts left");
+    assert!(
+        loops_over(env.dir.path()).is_empty(),
+        "{name}: loop devices left"
+    );
 }
 
 /// Loop devices whose backing file lies under `dir`.

@@ -48,6 +48,10 @@ pub struct Assignment {
     /// The scanner to run instead of the configured one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scanner: Option<String>,
+    /// A policy (the TOML `scan --policy` reads) that the built-in inventory's findings are
+    /// checked against; the verdict is in the job's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
     /// Free labels, passed on as upload fields `label_<key>`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -207,6 +211,12 @@ pub fn parse(text: &str, check_scanner: &dyn Fn(&str) -> Result<(), String>) -> 
             ))
         } else if let Some(p) = a.source.as_ref().and_then(Source::problem) {
             Some(p)
+        } else if let Some(e) = a
+            .policy
+            .as_deref()
+            .and_then(|text| crate::policy::Policy::parse(text, "policy").err())
+        {
+            Some(format!("{e:#}"))
         } else if a.snapshot.trim().is_empty() {
             Some("snapshot is empty".to_owned())
         } else if !ids.insert(a.id.clone()) {
@@ -416,6 +426,25 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_that_is_not_one_refuses_its_entry_only() {
+        let text = r#"[
+            {"id": "good", "device_name": "d1", "snapshot": "s", "policy": "max_packages = 10"},
+            {"id": "bad", "device_name": "d2", "snapshot": "s", "policy": "[[deny]]\npurl = \"bash\""},
+            {"id": "typo", "device_name": "d3", "snapshot": "s", "policy": "max_package = 1"}
+        ]"#;
+        let p = parse(text, &any_scanner);
+        assert_eq!(p.valid.len(), 1, "{:#?}", p.errors);
+        assert_eq!(p.valid[0].policy.as_deref(), Some("max_packages = 10"));
+        for want in ["purl 'bash'", "max_package"] {
+            assert!(
+                p.errors.iter().any(|e| e.contains(want)),
+                "{want}: {:#?}",
+                p.errors
+            );
+        }
+    }
+
+    #[test]
     fn unreadable_list() {
         for text in ["", "{", "{\"id\": 1}", "null"] {
             let p = parse(text, &any_scanner);
@@ -443,6 +472,7 @@ mod tests {
             source_instance: None,
             source_project: None,
             scanner: None,
+            policy: None,
             labels: BTreeMap::new(),
         };
         let strict = Policy::default();

@@ -1,11 +1,11 @@
 //! The launchers. `snapscan launch` (here): the reference launcher. From a source VM (or
-//! disks, or existing snapshots) to one scanner VM that does the rest: it snapshots the VM's disks, creates ONE
+//! disks, existing snapshots, or images) to one scanner VM that does the rest: it snapshots the VM's disks, creates ONE
 //! instance from the scanner image family with the assignments in its metadata, and with
 //! `--wait` follows the VM's guest attributes until every job is final, then prints what each
 //! found and where its results went.
 //!
-//! Two ways to hand the disks over. By default each assignment names its snapshot as a
-//! `source`; the scanner VM (with a service account) creates, attaches, detaches and deletes
+//! Two ways to hand the disks over. By default each assignment names its snapshot (or image) as
+//! a `source`; the scanner VM (with a service account) creates, attaches, detaches and deletes
 //! its disks itself and deletes its own instance once every result is acknowledged (metadata
 //! `snapscan-idle-action = delete`). With `--attach-at-create` the disks are created with the
 //! VM (read-only, auto-delete, a device name per assignment), the VM needs no service account,
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::agent::assignments::{self, derived_device_name};
+use crate::agent::assignments::{self, derived_device_name, Source};
 use crate::agent::{IDLE_ATTRIBUTE, IDLE_GRACE_ATTRIBUTE};
 use crate::cli::{EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE};
 use crate::compute::{self, Client, ComputeError};
@@ -108,7 +108,7 @@ pub struct LaunchArgs {
 /// Run `snapscan launch`; returns the exit code.
 pub async fn run(args: LaunchArgs) -> u8 {
     if let Err(e) = check(&args) {
-        say!("error: {e}");
+        say!("error: {e:#}");
         return EXIT_USAGE;
     }
     let snaps = match Snapshots::new(
@@ -158,8 +158,9 @@ struct Reached {
 /// The command line's problems that no request can fix.
 fn check(args: &LaunchArgs) -> anyhow::Result<()> {
     if args.sources.is_empty() {
-        anyhow::bail!("nothing to scan: give --instance, --disk or --snapshot");
+        anyhow::bail!("nothing to scan: give --instance, --disk, --snapshot or --image");
     }
+    args.sources.policy_text()?;
     if !args.attach_at_create && args.service_account.is_none() {
         anyhow::bail!(
             "the scanner VM makes its own disks and needs --service-account (or use \
@@ -227,7 +228,7 @@ impl Launch {
             planned.len()
         );
         for p in planned.iter() {
-            println!("  {}: {}", p.id, p.snapshot_path);
+            println!("  {}: {}", p.id, p.source.path());
         }
         if !self.args.wait {
             println!(
@@ -280,21 +281,28 @@ impl Launch {
             if let Some(scanner) = &self.args.scanner {
                 entry["scanner"] = json!(scanner);
             }
+            if let Some(policy) = &p.policy {
+                entry["policy"] = json!(policy);
+            }
             if self.args.attach_at_create {
                 let device = derived_device_name(&p.id);
                 entry["device_name"] = json!(device);
+                let mut init = json!({
+                    "diskName": format!("{}-d{i}", self.name.chars().take(58).collect::<String>()),
+                    "labels": {LABEL: self.snaps.stamp},
+                });
+                match &p.source {
+                    Source::Image(path) => init["sourceImage"] = json!(path),
+                    other => init["sourceSnapshot"] = json!(other.path()),
+                }
                 disks.push(json!({
                     "deviceName": device,
                     "mode": "READ_ONLY",
                     "autoDelete": true,
-                    "initializeParams": {
-                        "diskName": format!("{}-d{i}", self.name.chars().take(58).collect::<String>()),
-                        "sourceSnapshot": p.snapshot_path,
-                        "labels": {LABEL: self.snaps.stamp},
-                    },
+                    "initializeParams": init,
                 }));
             } else {
-                entry["source"] = json!({"snapshot": p.snapshot_path});
+                entry["source"] = json!(p.source);
             }
             entries.push(entry);
         }

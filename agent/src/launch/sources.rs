@@ -1,5 +1,5 @@
-//! What a launcher scans (shared by `snapscan launch` and `snapscan submit`): the VM, disks and
-//! snapshots of its command line ([`SourceArgs`]), the snapshots it takes of them (labelled
+//! What a launcher scans (shared by `snapscan launch` and `snapscan submit`): the VM, disks,
+//! snapshots and images of its command line ([`SourceArgs`]), the snapshots it takes of the disks (labelled
 //! [`LABEL`], and deleted again on request), a job id per disk, and the report of the jobs'
 //! ends (their status JSON, as guest attributes and result messages carry it).
 //!
@@ -7,20 +7,22 @@
 //! queue, [`super::submit`]).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use anyhow::Context as _;
 use clap::Args;
 use serde_json::Value;
 
-use crate::agent::assignments;
-use crate::cli::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+use crate::agent::assignments::{self, Source};
+use crate::cli::{EXIT_FAILURE, EXIT_OK, EXIT_POLICY, EXIT_USAGE};
 use crate::compute::{Client, ComputeConfig, ComputeError, Tokens};
 
 /// The label on everything a launcher creates (its value: the launch's stamp).
 pub const LABEL: &str = "snapscan-launch";
 
-/// What to scan.
+/// What to scan, and the policy to check it against.
 #[derive(Debug, Args)]
 pub struct SourceArgs {
     /// Scan this VM: snapshot each of its disks.
@@ -34,6 +36,16 @@ pub struct SourceArgs {
     /// `projects/P/global/snapshots/S`). Repeatable.
     #[arg(long = "snapshot", value_name = "SNAPSHOT")]
     pub snapshots: Vec<String>,
+    /// Scan this image, as a disk made from it (a name in the source project, `family/F` for
+    /// the newest of a family, or `projects/P/global/images/I`, `.../images/family/F`): what an
+    /// image pipeline scans before it publishes. Repeatable.
+    #[arg(long = "image", value_name = "IMAGE")]
+    pub images: Vec<String>,
+    /// Check what the built-in inventory finds on each disk against this policy (the TOML of
+    /// `scan --policy`, sent with each assignment); a disk that breaks it ends the run with
+    /// exit code 5.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
     /// The project of `--instance`, `--disk` and `--snapshot` names. Default: `--project`.
     #[arg(long)]
     pub source_project: Option<String>,
@@ -46,13 +58,28 @@ impl SourceArgs {
     /// Nothing named.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        !self.takes_snapshots() && self.snapshots.is_empty()
+        !self.takes_snapshots() && self.snapshots.is_empty() && self.images.is_empty()
     }
 
     /// Disks named (`--instance`, `--disk`): they are snapshotted.
     #[must_use]
     pub fn takes_snapshots(&self) -> bool {
         self.instance.is_some() || !self.disks.is_empty()
+    }
+
+    /// The text of `--policy`, checked as `scan --policy` checks it.
+    ///
+    /// # Errors
+    ///
+    /// It cannot be read, or is not a valid policy.
+    pub fn policy_text(&self) -> anyhow::Result<Option<String>> {
+        let Some(path) = &self.policy else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the policy '{}'", path.display()))?;
+        crate::policy::Policy::parse(&text, &path.display().to_string())?;
+        Ok(Some(text))
     }
 }
 
@@ -61,10 +88,13 @@ impl SourceArgs {
 pub struct Planned {
     /// The job id (assignment or request id).
     pub id: String,
-    /// `projects/P/global/snapshots/S`.
-    pub snapshot_path: String,
-    /// `S`.
+    /// What the disk is made from: `projects/P/global/snapshots/S` or `projects/P/global/images/I`
+    /// (`.../images/family/F`).
+    pub source: Source,
+    /// `S`, `I` or `F`: what the results are named after.
     pub snapshot: String,
+    /// The policy its findings are checked against (TOML).
+    pub policy: Option<String>,
     /// Made by this run (deleted with `--delete-snapshots`).
     pub made: bool,
     /// The VM the disk is of, when known.
@@ -157,7 +187,7 @@ impl Snapshots {
 
     /// Every disk `src` names, pushed to `planned` as soon as it is known (a snapshot whose
     /// wait failed may still exist): the disks of `--instance` and each `--disk` snapshotted
-    /// (waiting for each), then each `--snapshot`. Ids are `id_prefix` and the disk's or
+    /// (waiting for each), then each `--snapshot`, then each `--image`. Ids are `id_prefix` and the disk's or
     /// snapshot's name, made unique.
     ///
     /// # Errors
@@ -169,6 +199,7 @@ impl Snapshots {
         id_prefix: &str,
         planned: &mut Vec<Planned>,
     ) -> anyhow::Result<()> {
+        let policy = src.policy_text()?;
         let source_project = src.source_project.as_deref().unwrap_or(&self.project);
         let source_zone = src.source_zone.as_deref().unwrap_or(&self.zone);
         let mut disks: Vec<(String, String, String, Option<String>)> = Vec::new();
@@ -201,8 +232,9 @@ impl Snapshots {
                 .context_for(&what)?;
             planned.push(Planned {
                 id: unique_id(planned, &format!("{id_prefix}{disk}")),
-                snapshot_path: format!("projects/{project}/global/snapshots/{snapshot}"),
+                source: Source::Snapshot(format!("projects/{project}/global/snapshots/{snapshot}")),
                 snapshot: snapshot.clone(),
+                policy: policy.clone(),
                 made: true,
                 source_instance,
                 source_project: project.clone(),
@@ -216,8 +248,21 @@ impl Snapshots {
             let (project, snapshot) = snapshot_ref(s, source_project)?;
             planned.push(Planned {
                 id: unique_id(planned, &format!("{id_prefix}{snapshot}")),
-                snapshot_path: format!("projects/{project}/global/snapshots/{snapshot}"),
+                source: Source::Snapshot(format!("projects/{project}/global/snapshots/{snapshot}")),
                 snapshot,
+                policy: policy.clone(),
+                made: false,
+                source_instance: None,
+                source_project: project,
+            });
+        }
+        for i in &src.images {
+            let (project, path, name) = image_ref(i, source_project)?;
+            planned.push(Planned {
+                id: unique_id(planned, &format!("{id_prefix}{name}")),
+                source: Source::Image(path),
+                snapshot: name,
+                policy: policy.clone(),
                 made: false,
                 source_instance: None,
                 source_project: project,
@@ -274,7 +319,8 @@ pub fn is_final(v: &Value) -> bool {
     matches!(v["state"].as_str(), Some("done" | "failed" | "cancelled"))
 }
 
-/// Print each job's end; `EXIT_OK` when every one is `done`.
+/// Print each job's end; `EXIT_OK` when every one is `done` (and passed its policy),
+/// `EXIT_POLICY` when all are done and one broke its policy.
 pub fn report(planned: &[Planned], seen: &Seen) -> u8 {
     let mut code = EXIT_OK;
     for p in planned {
@@ -282,6 +328,19 @@ pub fn report(planned: &[Planned], seen: &Seen) -> u8 {
         println!("{}: {}", p.id, describe(&v));
         if v["state"] != "done" {
             code = EXIT_FAILURE;
+        }
+        let policy = &v["result"]["policy"];
+        if policy["passed"] == false {
+            if code == EXIT_OK {
+                code = EXIT_POLICY;
+            }
+            let broken: Vec<&str> = policy["violations"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            println!("  policy broken: {}", broken.join("; "));
+        } else if policy["passed"] == true {
+            println!("  policy passed");
         }
         let r = &v["result"];
         if !r.is_null() {
@@ -324,6 +383,31 @@ fn snapshot_ref(s: &str, project: &str) -> anyhow::Result<(String, String)> {
         }
         _ => anyhow::bail!("'{s}' is neither a snapshot name nor projects/P/global/snapshots/S"),
     }
+}
+
+/// `(project, path, name)` of an image name, `family/F`, or `projects/P/global/images/I` or
+/// `.../images/family/F` (or its URL): the path as an assignment's `source` takes it, and the
+/// image's or family's name.
+fn image_ref(s: &str, project: &str) -> anyhow::Result<(String, String, String)> {
+    let rel = s.find("projects/").map_or(s, |at| &s[at..]);
+    let (p, tail) = match rel.split('/').collect::<Vec<_>>().as_slice() {
+        [i] if !i.is_empty() => (project, vec![*i]),
+        ["family", f] if !f.is_empty() => (project, vec!["family", *f]),
+        ["projects", p, "global", "images", i] if !p.is_empty() && !i.is_empty() => (*p, vec![*i]),
+        ["projects", p, "global", "images", "family", f] if !p.is_empty() && !f.is_empty() => {
+            (*p, vec!["family", *f])
+        }
+        _ => anyhow::bail!(
+            "'{s}' is neither an image name, family/F, nor projects/P/global/images/I (or \
+             .../images/family/F)"
+        ),
+    };
+    let name = tail.last().copied().unwrap_or_default().to_owned();
+    Ok((
+        p.to_owned(),
+        format!("projects/{p}/global/images/{}", tail.join("/")),
+        name,
+    ))
 }
 
 /// `<disk>-snapscan-<stamp>`, the disk name cut so that it fits 63 characters.
@@ -396,6 +480,72 @@ mod tests {
             Some(("q".into(), "s".into()))
         );
         assert!(snapshot_ref("a/b", "p").is_err());
+        let image = |s| image_ref(s, "p").ok();
+        assert_eq!(
+            image("golden-1"),
+            Some((
+                "p".into(),
+                "projects/p/global/images/golden-1".into(),
+                "golden-1".into()
+            ))
+        );
+        assert_eq!(
+            image("family/golden"),
+            Some((
+                "p".into(),
+                "projects/p/global/images/family/golden".into(),
+                "golden".into()
+            ))
+        );
+        assert_eq!(
+            image("https://compute.googleapis.com/compute/v1/projects/q/global/images/family/f"),
+            Some((
+                "q".into(),
+                "projects/q/global/images/family/f".into(),
+                "f".into()
+            ))
+        );
+        assert!(image("projects/q/global/images/").is_none());
+        assert!(image("family/").is_none());
+        assert!(image("a/b").is_none());
+    }
+
+    #[test]
+    fn a_broken_policy_is_exit_5_unless_a_job_failed() {
+        let planned: Vec<Planned> = ["a", "b"]
+            .iter()
+            .map(|id| Planned {
+                id: (*id).into(),
+                source: Source::Image(format!("projects/p/global/images/{id}")),
+                snapshot: (*id).into(),
+                policy: Some("max_packages = 1".into()),
+                made: false,
+                source_instance: None,
+                source_project: "p".into(),
+            })
+            .collect();
+        let job = |state: &str, passed: bool| {
+            serde_json::json!({"state": state, "result": {"status": "success", "packages": 2,
+                "outputs": [], "acknowledged": 0,
+                "policy": {"passed": passed, "violations": if passed { vec![] } else { vec!["max_packages: 2"] }}}})
+        };
+        let seen = |a: Value, b: Value| Seen::from([("a".to_owned(), a), ("b".to_owned(), b)]);
+        assert_eq!(
+            report(&planned, &seen(job("done", true), job("done", true))),
+            EXIT_OK
+        );
+        assert_eq!(
+            report(&planned, &seen(job("done", false), job("done", true))),
+            EXIT_POLICY
+        );
+        assert_eq!(
+            report(&planned, &seen(job("done", false), job("failed", true))),
+            EXIT_FAILURE
+        );
+        assert_eq!(
+            report(&planned, &seen(job("failed", true), job("done", false))),
+            EXIT_FAILURE
+        );
     }
 
     #[test]
@@ -416,8 +566,9 @@ mod tests {
             assert!(assignments::valid_id(&id), "{id}");
             planned.push(Planned {
                 id,
-                snapshot_path: String::new(),
+                source: Source::Snapshot(String::new()),
                 snapshot: String::new(),
+                policy: None,
                 made: false,
                 source_instance: None,
                 source_project: String::new(),

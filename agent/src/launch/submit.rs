@@ -69,7 +69,7 @@ pub struct SubmitArgs {
 /// Run `snapscan submit`; returns the exit code.
 pub async fn run(args: SubmitArgs) -> u8 {
     if let Err(e) = check(&args) {
-        say!("error: {e}");
+        say!("error: {e:#}");
         return EXIT_USAGE;
     }
     let snaps = match Snapshots::new(
@@ -146,8 +146,9 @@ struct Reached {
 /// The command line's problems that no request can fix.
 fn check(args: &SubmitArgs) -> anyhow::Result<()> {
     if args.sources.is_empty() {
-        anyhow::bail!("nothing to scan: give --instance, --disk or --snapshot");
+        anyhow::bail!("nothing to scan: give --instance, --disk, --snapshot or --image");
     }
+    args.sources.policy_text()?;
     queue::check_name(&args.topic, "topics").map_err(|e| anyhow::anyhow!("--topic: {e}"))?;
     if let Some(t) = &args.results_topic {
         queue::check_name(t, "topics").map_err(|e| anyhow::anyhow!("--results-topic: {e}"))?;
@@ -206,7 +207,7 @@ impl Submit {
                 .client
                 .publish(&self.args.topic, data.as_bytes(), &attrs)
                 .await?;
-            println!("{}: {} (message {message})", p.id, p.snapshot_path);
+            println!("{}: {} (message {message})", p.id, p.source.path());
         }
         println!(
             "{} request(s) published to {}",
@@ -232,7 +233,7 @@ impl Submit {
     fn request(&self, p: &Planned) -> Value {
         let mut r = json!({
             "id": p.id,
-            "source": {"snapshot": p.snapshot_path},
+            "source": p.source,
             "snapshot": p.snapshot,
             "source_project": p.source_project,
         });
@@ -241,6 +242,9 @@ impl Submit {
         }
         if let Some(scanner) = &self.args.scanner {
             r["scanner"] = json!(scanner);
+        }
+        if let Some(policy) = &p.policy {
+            r["policy"] = json!(policy);
         }
         r
     }

@@ -159,11 +159,20 @@ impl Policy {
     pub fn load(path: &Path) -> anyhow::Result<Policy> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the policy '{}'", path.display()))?;
-        let policy: Policy =
-            toml::from_str(&text).with_context(|| format!("policy '{}'", path.display()))?;
+        Policy::parse(&text, &path.display().to_string())
+    }
+
+    /// Parse and check the policy `text` (what [`Policy::load`] reads from a file); `name` says
+    /// where it came from in errors.
+    ///
+    /// # Errors
+    ///
+    /// As [`Policy::load`], but for reading.
+    pub fn parse(text: &str, name: &str) -> anyhow::Result<Policy> {
+        let policy: Policy = toml::from_str(text).with_context(|| format!("policy '{name}'"))?;
         policy
             .validate()
-            .map_err(|e| anyhow::anyhow!("policy '{}': {e}", path.display()))?;
+            .map_err(|e| anyhow::anyhow!("policy '{name}': {e}"))?;
         Ok(policy)
     }
 

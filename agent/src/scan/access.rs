@@ -311,11 +311,12 @@ pub fn attach(
         let ws = Workspace::create(&cfg.work_dir, name).with_context(|| {
             format!("cannot create a work area in '{}'", cfg.work_dir.display())
         })?;
+        guards.workspace = Some(ws);
         if format == Format::Raw {
             device = read_only_device(path, users.as_ref(), &mut guards)?;
         } else {
             let disk = Disk::open(path)?;
-            match expose(&disk, &ws, &mut guards) {
+            match expose(&disk, &mut guards) {
                 Ok(loop_device) => device = loop_device,
                 Err(e) => {
                     kernel_off = Some(format!(
@@ -325,7 +326,6 @@ pub fn attach(
             }
             decoded = Some(disk);
         }
-        guards.workspace = Some(ws);
     }
     let disk = match decoded {
         Some(disk) => disk,
@@ -496,7 +496,11 @@ fn read_only_device(
 
 /// Show the decoded image `disk` to the kernel as a file on a FUSE mount of the workspace, and
 /// attach a read-only loop device over that file; the device's path.
-fn expose(disk: &Arc<Disk>, ws: &Workspace, guards: &mut Guards) -> anyhow::Result<PathBuf> {
+fn expose(disk: &Arc<Disk>, guards: &mut Guards) -> anyhow::Result<PathBuf> {
+    let ws = guards
+        .workspace
+        .as_ref()
+        .context("no work area for the decoded image")?;
     let exposed = Exposed::mount(Arc::clone(disk), &ws.mount_point("image")?)?;
     let dev = ws.attach_loop(exposed.file(), 0, None);
     guards.exposed = Some(exposed);
