@@ -383,21 +383,42 @@ fn leftovers_of_a_killed_scan_are_cleaned_by_the_next() {
         snapscan_tests::skip("needs root (loop devices, mounts)");
         return;
     }
-    let (_copy, image) = private_copy("debian-ext4-gpt");
-    let (_tools, bin, env, mut child) = start_waiting_scan(&image);
-    child.kill().expect("SIGKILL");
-    child.wait().expect("wait");
-    // The stand-in's process group outlives a SIGKILLed snapscan: end it like an operator would.
-    kill_processes(&bin);
-    assert!(
-        !leftovers(&image, &env.work()).is_empty(),
-        "a crash leaves mounts"
-    );
-    // The killed scan's partial results stay for the operator; the next scan gets its own.
-    std::fs::remove_dir_all(env.out()).expect("clear the killed scan's output");
-    let out = env.scan(&image, &[]);
-    assert_ok("rescan", &out);
-    assert!(leftovers(&image, &env.work()).is_empty());
+    let (copy, raw) = private_copy("debian-ext4-gpt");
+    // A qcow2 too: its tree is mounted through a FUSE mount of the work area, which a crash
+    // leaves behind as well.
+    let qcow2 = copy.path().join("debian.qcow2");
+    let status = Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&qcow2)
+        .status()
+        .expect("qemu-img");
+    assert!(status.success(), "qemu-img convert");
+    for image in [raw, qcow2] {
+        let (_tools, bin, env, mut child) = start_waiting_scan(&image);
+        child.kill().expect("SIGKILL");
+        child.wait().expect("wait");
+        // The stand-in's process group outlives a SIGKILLed snapscan: end it like an operator
+        // would.
+        kill_processes(&bin);
+        let left = leftovers(&image, &env.work());
+        assert!(!left.is_empty(), "a crash leaves mounts");
+        if image.extension().is_some_and(|e| e == "qcow2") {
+            assert!(
+                left.iter().any(|l| l.contains(" - fuse snapscan ")),
+                "no FUSE mount among {left:#?}"
+            );
+        }
+        // The killed scan's partial results stay for the operator; the next scan gets its own.
+        std::fs::remove_dir_all(env.out()).expect("clear the killed scan's output");
+        let out = env.scan(&image, &[]);
+        assert_ok("rescan", &out);
+        assert!(
+            leftovers(&image, &env.work()).is_empty(),
+            "{}",
+            image.display()
+        );
+    }
 }
 
 /// A sparse copy of fixture `name` of the test's own, for tests that hold a scan open: the

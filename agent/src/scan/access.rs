@@ -263,7 +263,8 @@ pub fn attach(
     let mut warnings = Vec::new();
     let format =
         image::format_of(path).with_context(|| format!("cannot read '{}'", path.display()))?;
-    let mut kernel_off = kernel_unavailable(cfg).or_else(|| {
+    let unavailable = kernel_unavailable(cfg);
+    let mut kernel_off = unavailable.clone().or_else(|| {
         (format != Format::Raw && reach != Reach::Tree).then(|| {
             format!("a {format} image: the kernel mounts raw disks only, so it is read natively")
         })
@@ -299,7 +300,8 @@ pub fn attach(
     // directly and mounted through the loop device over its FUSE file.
     let mut device = path.to_path_buf();
     let mut decoded = None;
-    if kernel_off.is_none() {
+    // What a crashed scan left goes whenever this one could mount, whether or not it does.
+    if unavailable.is_none() {
         match Workspace::cleanup_leftovers(&cfg.work_dir) {
             Ok(cleaned) => {
                 for c in cleaned {
@@ -308,6 +310,8 @@ pub fn attach(
             }
             Err(e) => warnings.push(format!("cannot clean up earlier runs: {e:#}")),
         }
+    }
+    if kernel_off.is_none() {
         let ws = Workspace::create(&cfg.work_dir, name).with_context(|| {
             format!("cannot create a work area in '{}'", cfg.work_dir.display())
         })?;
