@@ -107,10 +107,13 @@ pub struct LaunchArgs {
 
 /// Run `snapscan launch`; returns the exit code.
 pub async fn run(args: LaunchArgs) -> u8 {
-    if let Err(e) = check(&args) {
-        say!("error: {e:#}");
-        return EXIT_USAGE;
-    }
+    let policy = match check(&args) {
+        Ok(policy) => policy,
+        Err(e) => {
+            say!("error: {e:#}");
+            return EXIT_USAGE;
+        }
+    };
     let snaps = match Snapshots::new(
         &args.compute_url,
         args.dry_run,
@@ -127,7 +130,12 @@ pub async fn run(args: LaunchArgs) -> u8 {
         .name
         .clone()
         .unwrap_or_else(|| format!("snapscan-{}", snaps.stamp));
-    let launch = Launch { snaps, name, args };
+    let launch = Launch {
+        snaps,
+        name,
+        policy,
+        args,
+    };
     let mut reached = Reached::default();
     let code = match launch.go(&mut reached).await {
         Ok(code) => code,
@@ -155,12 +163,13 @@ struct Reached {
     jobs_final: bool,
 }
 
-/// The command line's problems that no request can fix.
-fn check(args: &LaunchArgs) -> anyhow::Result<()> {
+/// The command line's problems that no request can fix; the text of `--policy`, read and
+/// checked here once.
+fn check(args: &LaunchArgs) -> anyhow::Result<Option<String>> {
     if args.sources.is_empty() {
         anyhow::bail!("nothing to scan: give --instance, --disk, --snapshot or --image");
     }
-    args.sources.policy_text()?;
+    let policy = args.sources.policy_text()?;
     if !args.attach_at_create && args.service_account.is_none() {
         anyhow::bail!(
             "the scanner VM makes its own disks and needs --service-account (or use \
@@ -178,7 +187,7 @@ fn check(args: &LaunchArgs) -> anyhow::Result<()> {
             );
         }
     }
-    Ok(())
+    Ok(policy)
 }
 
 /// `[a-z]([-a-z0-9]{0,61}[a-z0-9])?`.
@@ -195,6 +204,8 @@ fn gce_name(name: &str) -> bool {
 struct Launch {
     snaps: Snapshots,
     name: String,
+    /// The text of `--policy`, sent in every assignment.
+    policy: Option<String>,
     args: LaunchArgs,
 }
 
@@ -281,7 +292,7 @@ impl Launch {
             if let Some(scanner) = &self.args.scanner {
                 entry["scanner"] = json!(scanner);
             }
-            if let Some(policy) = &p.policy {
+            if let Some(policy) = &self.policy {
                 entry["policy"] = json!(policy);
             }
             if self.args.attach_at_create {

@@ -93,8 +93,6 @@ pub struct Planned {
     pub source: Source,
     /// `S`, `I` or `F`: what the results are named after.
     pub snapshot: String,
-    /// The policy its findings are checked against (TOML).
-    pub policy: Option<String>,
     /// Made by this run (deleted with `--delete-snapshots`).
     pub made: bool,
     /// The VM the disk is of, when known.
@@ -199,7 +197,6 @@ impl Snapshots {
         id_prefix: &str,
         planned: &mut Vec<Planned>,
     ) -> anyhow::Result<()> {
-        let policy = src.policy_text()?;
         let source_project = src.source_project.as_deref().unwrap_or(&self.project);
         let source_zone = src.source_zone.as_deref().unwrap_or(&self.zone);
         let mut disks: Vec<(String, String, String, Option<String>)> = Vec::new();
@@ -234,7 +231,6 @@ impl Snapshots {
                 id: unique_id(planned, &format!("{id_prefix}{disk}")),
                 source: Source::Snapshot(format!("projects/{project}/global/snapshots/{snapshot}")),
                 snapshot: snapshot.clone(),
-                policy: policy.clone(),
                 made: true,
                 source_instance,
                 source_project: project.clone(),
@@ -250,7 +246,6 @@ impl Snapshots {
                 id: unique_id(planned, &format!("{id_prefix}{snapshot}")),
                 source: Source::Snapshot(format!("projects/{project}/global/snapshots/{snapshot}")),
                 snapshot,
-                policy: policy.clone(),
                 made: false,
                 source_instance: None,
                 source_project: project,
@@ -262,7 +257,6 @@ impl Snapshots {
                 id: unique_id(planned, &format!("{id_prefix}{name}")),
                 source: Source::Image(path),
                 snapshot: name,
-                policy: policy.clone(),
                 made: false,
                 source_instance: None,
                 source_project: project,
@@ -322,6 +316,16 @@ pub fn is_final(v: &Value) -> bool {
 /// Print each job's end; `EXIT_OK` when every one is `done` (and passed its policy),
 /// `EXIT_POLICY` when all are done and one broke its policy.
 pub fn report(planned: &[Planned], seen: &Seen) -> u8 {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     let mut code = EXIT_OK;
     for p in planned {
         let v = seen.get(&p.id).cloned().unwrap_or(Value::Null);
@@ -329,33 +333,29 @@ pub fn report(planned: &[Planned], seen: &Seen) -> u8 {
         if v["state"] != "done" {
             code = EXIT_FAILURE;
         }
-        let policy = &v["result"]["policy"];
-        if policy["passed"] == false {
-            if code == EXIT_OK {
-                code = EXIT_POLICY;
-            }
-            let broken: Vec<&str> = policy["violations"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            println!("  policy broken: {}", broken.join("; "));
-        } else if policy["passed"] == true {
-            println!("  policy passed");
-        }
         let r = &v["result"];
-        if !r.is_null() {
-            let outputs: Vec<&str> = r["outputs"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            println!(
-                "  scan {}, {} packages; {} of {} outputs acknowledged by the receiver: {}",
-                r["status"].as_str().unwrap_or("?"),
-                r["packages"],
-                r["acknowledged"],
-                outputs.len(),
-                outputs.join(", ")
-            );
+        if r.is_null() {
+            continue;
+        }
+        let outputs = strings(&r["outputs"]);
+        println!(
+            "  scan {}, {} packages; {} of {} outputs acknowledged by the receiver: {}",
+            r["status"].as_str().unwrap_or("?"),
+            r["packages"],
+            r["acknowledged"],
+            outputs.len(),
+            outputs.join(", ")
+        );
+        match r["policy"]["passed"].as_bool() {
+            Some(true) => println!("  policy passed"),
+            Some(false) => {
+                if code == EXIT_OK {
+                    code = EXIT_POLICY;
+                }
+                let broken = strings(&r["policy"]["violations"]);
+                println!("  policy broken: {}", broken.join("; "));
+            }
+            None => {}
         }
     }
     code
@@ -518,7 +518,6 @@ mod tests {
                 id: (*id).into(),
                 source: Source::Image(format!("projects/p/global/images/{id}")),
                 snapshot: (*id).into(),
-                policy: Some("max_packages = 1".into()),
                 made: false,
                 source_instance: None,
                 source_project: "p".into(),
@@ -568,7 +567,6 @@ mod tests {
                 id,
                 source: Source::Snapshot(String::new()),
                 snapshot: String::new(),
-                policy: None,
                 made: false,
                 source_instance: None,
                 source_project: String::new(),

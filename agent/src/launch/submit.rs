@@ -68,10 +68,13 @@ pub struct SubmitArgs {
 
 /// Run `snapscan submit`; returns the exit code.
 pub async fn run(args: SubmitArgs) -> u8 {
-    if let Err(e) = check(&args) {
-        say!("error: {e:#}");
-        return EXIT_USAGE;
-    }
+    let policy = match check(&args) {
+        Ok(policy) => policy,
+        Err(e) => {
+            say!("error: {e:#}");
+            return EXIT_USAGE;
+        }
+    };
     let snaps = match Snapshots::new(
         &args.compute_url,
         args.dry_run,
@@ -106,6 +109,7 @@ pub async fn run(args: SubmitArgs) -> u8 {
         snaps,
         client,
         run_id,
+        policy,
         args,
     };
     let mut reached = Reached::default();
@@ -143,12 +147,13 @@ struct Reached {
     answered: bool,
 }
 
-/// The command line's problems that no request can fix.
-fn check(args: &SubmitArgs) -> anyhow::Result<()> {
+/// The command line's problems that no request can fix; the text of `--policy`, read and
+/// checked here once.
+fn check(args: &SubmitArgs) -> anyhow::Result<Option<String>> {
     if args.sources.is_empty() {
         anyhow::bail!("nothing to scan: give --instance, --disk, --snapshot or --image");
     }
-    args.sources.policy_text()?;
+    let policy = args.sources.policy_text()?;
     queue::check_name(&args.topic, "topics").map_err(|e| anyhow::anyhow!("--topic: {e}"))?;
     if let Some(t) = &args.results_topic {
         queue::check_name(t, "topics").map_err(|e| anyhow::anyhow!("--results-topic: {e}"))?;
@@ -160,7 +165,7 @@ fn check(args: &SubmitArgs) -> anyhow::Result<()> {
     if args.timeout_secs == 0 {
         anyhow::bail!("--timeout-secs must be at least 1");
     }
-    Ok(())
+    Ok(policy)
 }
 
 struct Submit {
@@ -168,6 +173,8 @@ struct Submit {
     client: Arc<queue::Client>,
     /// `<stamp>-<random>`: every request id of this run starts with it.
     run_id: String,
+    /// The text of `--policy`, sent in every request.
+    policy: Option<String>,
     args: SubmitArgs,
 }
 
@@ -243,7 +250,7 @@ impl Submit {
         if let Some(scanner) = &self.args.scanner {
             r["scanner"] = json!(scanner);
         }
-        if let Some(policy) = &p.policy {
+        if let Some(policy) = &self.policy {
             r["policy"] = json!(policy);
         }
         r
