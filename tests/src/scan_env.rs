@@ -99,6 +99,43 @@ impl ScanEnv {
     pub fn mounts_left(&self) -> Vec<String> {
         mounts_under(&self.work())
     }
+
+    /// What a scan of `image` left behind on the host: loop devices over the image or over a
+    /// file in this environment (the FUSE file of a decoded image), mounts under the work
+    /// directory, scan work areas in it.
+    ///
+    /// # Panics
+    ///
+    /// `losetup` cannot run.
+    #[must_use]
+    pub fn left_behind(&self, image: &Path) -> Vec<String> {
+        let out = Command::new("losetup")
+            .args(["--list", "--noheadings", "--output", "NAME,BACK-FILE"])
+            .output()
+            .expect("losetup");
+        let backing = [
+            image.canonicalize().unwrap_or_else(|_| image.to_path_buf()),
+            self.dir.path().to_path_buf(),
+        ];
+        let mut found: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| backing.iter().any(|b| l.contains(&*b.to_string_lossy())))
+            .map(|l| format!("loop device: {l}"))
+            .collect();
+        found.extend(
+            self.mounts_left()
+                .into_iter()
+                .map(|m| format!("mount: {m}")),
+        );
+        if let Ok(entries) = std::fs::read_dir(self.work()) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with("scan-") {
+                    found.push(format!("work dir: {}", e.path().display()));
+                }
+            }
+        }
+        found
+    }
 }
 
 /// The lines of `/proc/self/mountinfo` that mention `dir`: mounts under it.

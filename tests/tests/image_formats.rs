@@ -205,24 +205,8 @@ fn inspect_and_scan_see_the_raw_disk_in_every_format() {
 /// nothing is left mounted or attached.
 fn left_alone(path: &Path, before: &str, env: &ScanEnv, name: &str) {
     assert_eq!(expect::sha256_file(path), before, "{name}: image changed");
-    assert!(env.mounts_left().is_empty(), "{name}: mounts left");
-    assert!(
-        loops_over(env.dir.path()).is_empty(),
-        "{name}: loop devices left"
-    );
-}
-
-/// Loop devices whose backing file lies under `dir`.
-fn loops_over(dir: &Path) -> Vec<String> {
-    let out = Command::new("losetup")
-        .args(["--list", "--noheadings", "--output", "NAME,BACK-FILE"])
-        .output()
-        .expect("losetup");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(&*dir.to_string_lossy()))
-        .map(str::to_owned)
-        .collect()
+    let left = env.left_behind(path);
+    assert!(left.is_empty(), "{name}: left behind {left:#?}");
 }
 
 /// One damaged image: its bytes, and what the error must say.

@@ -11,35 +11,9 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 use snapscan_tests::expect::{self, sbom_triples};
 use snapscan_tests::images::rpm::{self, RpmDb};
-use snapscan_tests::images::{self, is_root};
-use snapscan_tests::scan_env::{mounts_under, ScanEnv};
+use snapscan_tests::images::{self, formats, is_root};
+use snapscan_tests::scan_env::ScanEnv;
 use snapscan_tests::windows::{self, WindowsFlavor};
-
-/// What a scan left behind on the host: loop devices over the image, mounts under the work
-/// directory, entries in it.
-fn leftovers(image: &Path, work: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let out = Command::new("losetup")
-        .arg("-j")
-        .arg(image)
-        .output()
-        .expect("losetup");
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !text.trim().is_empty() {
-        found.push(format!("loop devices: {text}"));
-    }
-    for line in mounts_under(work) {
-        found.push(format!("mount: {line}"));
-    }
-    if let Ok(entries) = std::fs::read_dir(work) {
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with("scan-") {
-                found.push(format!("work dir: {}", e.path().display()));
-            }
-        }
-    }
-    found
-}
 
 /// Scan fixture `name` with the built-in inventory; check the image is unchanged and nothing
 /// is left behind; return the report and the SBOM.
@@ -52,7 +26,7 @@ fn scan_fixture(name: &str, env: &ScanEnv, args: &[&str]) -> (Value, Value, Outp
         before,
         "{name}: the scan changed the image"
     );
-    let left = leftovers(&image, &env.work());
+    let left = env.left_behind(&image);
     assert!(left.is_empty(), "{name}: left behind {left:?}");
     let report = env.report();
     let stem = image
@@ -218,7 +192,7 @@ fn dirty_journals_are_not_replayed_and_nothing_is_written() {
         let before = expect::sha256_file(&image);
         let out = env.scan(&image, &[]);
         assert_eq!(expect::sha256_file(&image), before, "{name} changed");
-        assert!(leftovers(&image, &env.work()).is_empty(), "{name}");
+        assert!(env.left_behind(&image).is_empty(), "{name}");
         let report = env.report();
         // No OS on these data volumes: the scan says so, and mounted them read-only.
         assert_eq!(out.status.code(), Some(1), "{name}: {report}");
@@ -255,7 +229,7 @@ fn multi_segment_lv_is_read_natively() {
     assert!(access[i]["fallback_reason"]
         .as_str()
         .is_some_and(|r| r.contains("device-mapper")));
-    assert!(leftovers(&image, &env.work()).is_empty());
+    assert!(env.left_behind(&image).is_empty());
 }
 
 #[test]
@@ -281,7 +255,7 @@ fn hostile_disks_fail_cleanly() {
         assert!(stderr.starts_with("error: "), "{stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
         assert_eq!(expect::sha256_file(image), before);
-        assert!(leftovers(image, &env.work()).is_empty());
+        assert!(env.left_behind(image).is_empty());
     }
 }
 
@@ -348,7 +322,7 @@ fn external_scanner_exit_classes() {
             assert_eq!(report["sink"], Value::Null, "exit {code}: {report}");
             assert!(report["uploads"].as_array().is_none_or(|u| u.is_empty()));
         }
-        assert!(leftovers(&image, &env.work()).is_empty());
+        assert!(env.left_behind(&image).is_empty());
     }
 }
 
@@ -361,7 +335,7 @@ fn sigterm_stops_the_scanner_and_cleans_up() {
     let (_copy, image) = private_copy("debian-lvm");
     let (_tools, bin, env, mut child) = start_waiting_scan(&image);
     assert!(
-        !leftovers(&image, &env.work()).is_empty(),
+        !env.left_behind(&image).is_empty(),
         "mounted while the scanner runs"
     );
     nix::sys::signal::kill(
@@ -373,7 +347,7 @@ fn sigterm_stops_the_scanner_and_cleans_up() {
     assert_eq!(status.code(), Some(130));
     assert_eq!(env.report()["status"], "interrupted");
     assert_eq!(env.report()["error"], "interrupted (SIGTERM)");
-    assert!(leftovers(&image, &env.work()).is_empty());
+    assert!(env.left_behind(&image).is_empty());
     assert!(no_process_runs(&bin), "a stand-in process survived");
 }
 
@@ -386,14 +360,11 @@ fn leftovers_of_a_killed_scan_are_cleaned_by_the_next() {
     let (copy, raw) = private_copy("debian-ext4-gpt");
     // A qcow2 too: its tree is mounted through a FUSE mount of the work area, which a crash
     // leaves behind as well.
-    let qcow2 = copy.path().join("debian.qcow2");
-    let status = Command::new("qemu-img")
-        .args(["convert", "-f", "raw", "-O", "qcow2"])
-        .arg(&raw)
-        .arg(&qcow2)
-        .status()
-        .expect("qemu-img");
-    assert!(status.success(), "qemu-img convert");
+    let v3 = formats::VARIANTS
+        .into_iter()
+        .find(|v| v.name == "v3.qcow2")
+        .expect("the qcow2 variant");
+    let qcow2 = formats::build(&raw, v3, copy.path()).expect("qcow2");
     for image in [raw, qcow2] {
         let (_tools, bin, env, mut child) = start_waiting_scan(&image);
         child.kill().expect("SIGKILL");
@@ -401,7 +372,7 @@ fn leftovers_of_a_killed_scan_are_cleaned_by_the_next() {
         // The stand-in's process group outlives a SIGKILLed snapscan: end it like an operator
         // would.
         kill_processes(&bin);
-        let left = leftovers(&image, &env.work());
+        let left = env.left_behind(&image);
         assert!(!left.is_empty(), "a crash leaves mounts");
         if image.extension().is_some_and(|e| e == "qcow2") {
             assert!(
@@ -413,11 +384,7 @@ fn leftovers_of_a_killed_scan_are_cleaned_by_the_next() {
         std::fs::remove_dir_all(env.out()).expect("clear the killed scan's output");
         let out = env.scan(&image, &[]);
         assert_ok("rescan", &out);
-        assert!(
-            leftovers(&image, &env.work()).is_empty(),
-            "{}",
-            image.display()
-        );
+        assert!(env.left_behind(&image).is_empty(), "{}", image.display());
     }
 }
 
